@@ -1,0 +1,3 @@
+from postgres_ras.cli import run
+
+raise SystemExit(run())

@@ -1,0 +1,1 @@
+"""The node agent: owns PGDATA and the postmaster; never talks to Consul."""

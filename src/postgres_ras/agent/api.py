@@ -1,0 +1,127 @@
+"""The agent's node-local HTTP API, used only by its own controller.
+
+Long actions answer 202 and run as a job reported by ``GET /status``;
+a request while a job runs answers 409. Bad input answers 400 naming the field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from postgres_ras.agent.node import Agent, Busy
+from postgres_ras.agent.pgconf import Upstream
+from postgres_ras.errors import PostgresError
+
+
+class BadRequest(Exception):
+    pass
+
+
+def _body() -> dict[str, Any]:
+    data = request.get_json(silent=True)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise BadRequest("request body must be a JSON object")
+    return data
+
+
+def _upstream(data: dict[str, Any], required: bool) -> Upstream | None:
+    raw = data.get("upstream")
+    if raw is None:
+        if required:
+            raise BadRequest("field 'upstream' is required: {\"host\": ..., \"port\": ...}")
+        return None
+    try:
+        port = int(raw["port"])
+        host = str(raw["host"])
+    except (KeyError, TypeError, ValueError):
+        raise BadRequest("field 'upstream' must be {\"host\": str, \"port\": int}") from None
+    if not host or not 0 < port < 65536:
+        raise BadRequest("field 'upstream' has an empty host or a port out of range")
+    return Upstream(host, port)
+
+
+def create_app(agent: Agent) -> Flask:
+    app = Flask("pgras-agent")
+
+    @app.errorhandler(Busy)
+    def busy(exc: Busy) -> Any:
+        return jsonify(error=f"busy: {exc}"), 409
+
+    @app.errorhandler(BadRequest)
+    def bad(exc: BadRequest) -> Any:
+        return jsonify(error=str(exc)), 400
+
+    @app.errorhandler(PostgresError)
+    def pg_error(exc: PostgresError) -> Any:
+        return jsonify(error=str(exc)), 500
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Any:
+        return jsonify(error=exc.description), exc.code
+
+    def accepted(job: Any) -> Any:
+        return jsonify(job=job.to_json()), 202
+
+    @app.get("/status")
+    def status() -> Any:
+        return jsonify(agent.status())
+
+    @app.post("/heartbeat")
+    def heartbeat() -> Any:
+        data = _body()
+        lease = data.get("lease")
+        if lease is not None and not isinstance(lease, int | float):
+            raise BadRequest("field 'lease' must be a number of seconds or null")
+        agent.heartbeat(None if lease is None else float(lease))
+        return jsonify(ok=True, fenced=agent.fenced)
+
+    @app.post("/bootstrap")
+    def bootstrap() -> Any:
+        return accepted(agent.bootstrap())
+
+    @app.post("/clone")
+    def clone() -> Any:
+        upstream = _upstream(_body(), required=True)
+        assert upstream is not None
+        return accepted(agent.clone(upstream))
+
+    @app.post("/start")
+    def start() -> Any:
+        data = _body()
+        role = data.get("role")
+        if role == "primary":
+            return accepted(agent.start_primary())
+        if role == "replica":
+            return accepted(agent.start_replica(_upstream(data, required=False)))
+        raise BadRequest("field 'role' must be 'primary' or 'replica'")
+
+    @app.post("/promote")
+    def promote() -> Any:
+        agent.promote()
+        return jsonify(ok=True)
+
+    @app.post("/stop")
+    def stop() -> Any:
+        data = _body()
+        mode = data.get("mode", "fast")
+        if mode not in ("smart", "fast", "immediate"):
+            raise BadRequest("field 'mode' must be smart, fast or immediate")
+        return jsonify(agent.stop(mode, str(data.get("reason", "requested"))))
+
+    @app.post("/slots")
+    def slots() -> Any:
+        names = _body().get("names")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise BadRequest("field 'names' must be a list of slot names")
+        return jsonify(agent.pg.ensure_slots(names))
+
+    @app.post("/terminate-clients")
+    def terminate() -> Any:
+        return jsonify(terminated=agent.pg.terminate_clients())
+
+    return app

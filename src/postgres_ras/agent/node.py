@@ -1,0 +1,269 @@
+"""The agent's state machine: long actions as background jobs, plus the dead-man fence.
+
+Guarantees:
+- at most one action runs at a time; a second request is refused (busy),
+  never queued behind a clone;
+- while postgres runs as a primary, it stays running only as long as the
+  controller heart-beats (``fence_timeout``) and the leader lease the
+  controller last reported has not run out. Otherwise the agent stops
+  postgres itself: a dead, hung or partitioned controller cannot leave a
+  writable primary behind.
+Not guaranteed: anything about the cluster; the agent knows only its node.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from postgres_ras.agent.pgconf import Upstream
+from postgres_ras.agent.postgres import Postgres
+from postgres_ras.config import NodeConfig
+from postgres_ras.errors import PostgresError
+from postgres_ras.lsn import format_lsn
+
+log = logging.getLogger("pgras.agent")
+
+
+@dataclass
+class Job:
+    name: str
+    started: float
+    finished: float | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "running": self.finished is None,
+            "error": self.error,
+            "seconds": round((self.finished or time.monotonic()) - self.started, 3),
+        }
+
+
+class Busy(Exception):
+    pass
+
+
+class Agent:
+    def __init__(self, config: NodeConfig, pg: Postgres, clock: Callable[[], float] = time.monotonic):
+        self.config = config
+        self.pg = pg
+        self.clock = clock
+        self.lock = threading.RLock()
+        self.job: Job | None = None
+        self.started_at = clock()
+        self.last_heartbeat: float | None = None
+        self.lease_deadline: float | None = None
+        self.fenced: str | None = None
+        self.is_primary = False
+        self._stop = threading.Event()
+        if pg.is_running():
+            try:
+                self.is_primary = pg.query_state()["role"] == "primary"
+            except PostgresError:
+                self.is_primary = True  # cannot tell: assume the dangerous case, fence applies
+            log.info("adopted running postgres (%s)", "primary" if self.is_primary else "replica")
+
+    # --- jobs -----------------------------------------------------------------
+    def busy(self) -> bool:
+        return self.job is not None and self.job.finished is None
+
+    def submit(self, name: str, fn: Callable[[], None]) -> Job:
+        with self.lock:
+            if self.busy():
+                assert self.job is not None
+                raise Busy(f"{self.job.name} in progress")
+            job = Job(name, self.clock())
+            self.job = job
+
+        def run() -> None:
+            log.info("%s started", name)
+            try:
+                fn()
+                log.info("%s finished in %.2fs", name, self.clock() - job.started)
+            except Exception as exc:  # one handler for every job: the error is reported
+                job.error = str(exc) or type(exc).__name__
+                log.error("%s failed: %s", name, job.error)
+            finally:
+                job.finished = self.clock()
+
+        threading.Thread(target=run, name=f"job-{name}", daemon=True).start()
+        return job
+
+    def run_now(self, name: str, fn: Callable[[], Any]) -> Any:
+        """Run a short action synchronously, still excluding concurrent jobs."""
+        with self.lock:
+            if self.busy():
+                assert self.job is not None
+                raise Busy(f"{self.job.name} in progress")
+            return fn()
+
+    # --- actions --------------------------------------------------------------
+    def bootstrap(self) -> Job:
+        def work() -> None:
+            self.pg.initdb()
+            self.pg.write_config(None, standby=False)
+            self._start(primary=True)
+            self.pg.create_replication_user()
+
+        return self.submit("bootstrap", work)
+
+    def clone(self, upstream: Upstream) -> Job:
+        def work() -> None:
+            self.pg.basebackup(upstream)
+            self.pg.write_config(upstream, standby=True)
+            self._start(primary=False)
+
+        return self.submit("clone", work)
+
+    def start_replica(self, upstream: Upstream | None) -> Job:
+        def work() -> None:
+            if self.pg.is_running():
+                if self.is_primary:
+                    raise PostgresError("postgres runs as a primary: demote it first")
+                self.pg.write_config(upstream, standby=True)
+                self.pg.reload()
+                return
+            control = self.pg.controldata()
+            if control is None:
+                raise PostgresError("no data directory: clone first")
+            if upstream is not None and control.was_primary:
+                try:
+                    self.pg.rewind(upstream)
+                    log.info("rewound former primary to follow %s:%s", upstream.host, upstream.port)
+                except PostgresError as exc:
+                    moved = self.pg.set_aside()
+                    log.warning("rewind failed (%s); data set aside at %s, cloning afresh", exc, moved)
+                    self.pg.basebackup(upstream)
+            self.pg.write_config(upstream, standby=True)
+            self._start(primary=False)
+
+        return self.submit("start-replica", work)
+
+    def start_primary(self) -> Job:
+        def work() -> None:
+            self.pg.write_config(None, standby=False)
+            self._start(primary=True)
+
+        return self.submit("start-primary", work)
+
+    def _start(self, primary: bool) -> None:
+        self.fenced = None
+        self.is_primary = primary
+        try:
+            self.pg.start()
+        except PostgresError:
+            self.is_primary = False
+            raise
+
+    def promote(self) -> None:
+        def work() -> None:
+            self.fenced = None
+            self.is_primary = True
+            self.pg.promote()
+            self.pg.write_config(None, standby=False)
+            self.pg.reload()
+            log.info("promoted to primary")
+
+        self.run_now("promote", work)
+
+    def stop(self, mode: str, reason: str) -> dict[str, Any]:
+        def work() -> dict[str, Any]:
+            was_running = self.pg.stop(mode)
+            self.is_primary = False
+            control = self.pg.controldata()
+            log.info("postgres stopped (%s): %s", mode, reason)
+            return {
+                "was_running": was_running,
+                "checkpoint_lsn": format_lsn(control.checkpoint_lsn) if control else None,
+                "clean": control.clean if control else None,
+            }
+
+        result: dict[str, Any] = self.run_now("stop", work)
+        return result
+
+    # --- heartbeat and fence ----------------------------------------------------
+    def heartbeat(self, lease: float | None) -> None:
+        now = self.clock()
+        self.last_heartbeat = now
+        self.lease_deadline = None if lease is None else now + lease
+
+    def fence_reason(self) -> str | None:
+        """Why a running primary must be stopped now, or None (pure over the agent's state)."""
+        now = self.clock()
+        silent_since = self.last_heartbeat if self.last_heartbeat is not None else self.started_at
+        if now - silent_since > self.config.agent.fence_timeout:
+            return f"no heartbeat from the controller for {now - silent_since:.1f}s"
+        if self.last_heartbeat is not None and (
+            self.lease_deadline is None or now > self.lease_deadline
+        ):
+            return "the controller holds no valid leader lease"
+        return None
+
+    def fence_loop(self, interval: float = 0.1) -> None:
+        while not self._stop.wait(interval):
+            if not self.is_primary or self.busy():
+                continue
+            reason = self.fence_reason()
+            if reason is None:
+                continue
+            try:
+                self.pg.stop("fast", timeout=5)
+            except (PostgresError, OSError) as exc:
+                log.error("fence failed to stop postgres: %s", exc)
+                continue
+            self.is_primary = False
+            self.fenced = reason
+            log.warning("fenced: stopped the primary because %s", reason)
+
+    def close(self) -> None:
+        self._stop.set()
+
+    # --- status ---------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.config.name,
+            "job": self.job.to_json() if self.job else None,
+            "fenced": self.fenced,
+            "has_data": self.pg.has_data(),
+            "running": False,
+            "role": "stopped",
+            "sysid": None,
+            "timeline": None,
+            "lsn": None,
+            "receive_lsn": None,
+            "replay_lsn": None,
+            "streaming": False,
+            "upstream": None,
+            "sender": None,
+            "was_primary": None,
+            "error": None,
+        }
+        try:
+            control = self.pg.controldata() if out["has_data"] else None
+        except PostgresError as exc:
+            control = None
+            out["error"] = str(exc)
+        if control is not None:
+            out["sysid"] = control.system_identifier
+            out["was_primary"] = control.was_primary
+            out["timeline"] = control.timeline
+            out["lsn"] = control.checkpoint_lsn
+        if self.pg.is_running():
+            out["running"] = True
+            out["upstream"] = self.pg.configured_upstream
+            try:
+                state = self.pg.query_state()
+                out.update(state)
+            except PostgresError as exc:
+                out["role"] = "unknown"
+                out["error"] = str(exc)
+        for key in ("lsn", "receive_lsn", "replay_lsn"):
+            if out[key] is not None:
+                out[key] = format_lsn(out[key])
+        return out

@@ -1,0 +1,429 @@
+"""One node's PostgreSQL: the data directory and the postmaster, and nothing else.
+
+Runs the PostgreSQL binaries as ``pg_user`` when the agent itself is root
+(postgres refuses to run as root). Every wait is bounded; every failure is
+a PostgresError that carries the tail of the relevant output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from postgres_ras.agent.controldata import ControlData, parse_controldata
+from postgres_ras.agent.pgconf import Upstream, conninfo, render_pg_hba, render_pgras_conf
+from postgres_ras.config import NodeConfig
+from postgres_ras.errors import PostgresError
+from postgres_ras.lsn import format_lsn, parse_lsn
+
+log = logging.getLogger(__name__)
+
+STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
+INCLUDE_LINE = "include_if_exists = 'pgras.conf'"
+
+
+def find_bin_dir(configured: Path | None) -> Path:
+    if configured is not None:
+        if not (configured / "postgres").exists():
+            raise PostgresError(f"pg_bin_dir {configured} has no 'postgres' binary")
+        return configured
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    for cand in reversed(candidates):
+        if (cand / "postgres").exists():
+            return cand
+    found = shutil.which("postgres")
+    if found:
+        return Path(found).resolve().parent
+    raise PostgresError(
+        "no PostgreSQL binaries found: install postgresql-15 or set pg_bin_dir in the config"
+    )
+
+
+class Postgres:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.data_dir = config.data_dir
+        self.bin_dir = find_bin_dir(config.pg_bin_dir)
+        self.log_file = self.data_dir.parent / f"{self.data_dir.name}.postgres.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.RLock()
+        self.configured_upstream = self._read_upstream()
+        self.user: pwd.struct_passwd | None = None
+        if os.geteuid() == 0:
+            try:
+                self.user = pwd.getpwnam(config.pg_user)
+            except KeyError:
+                raise PostgresError(
+                    f"running as root but OS user {config.pg_user!r} does not exist: "
+                    "create it or set pg_user"
+                ) from None
+
+    # --- helpers ---------------------------------------------------------------
+    @property
+    def local_host(self) -> str:
+        listen = self.config.postgres.listen.split(",")[0].strip()
+        return "127.0.0.1" if listen in ("*", "0.0.0.0", "", "localhost") else listen
+
+    def _su_kwargs(self) -> dict[str, Any]:
+        if self.user is None:
+            return {}
+        return {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
+
+    def _env(self, password: str | None = None) -> dict[str, str]:
+        env = {"PATH": f"{self.bin_dir}:/usr/bin:/bin", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+        env["HOME"] = self.user.pw_dir if self.user else os.environ.get("HOME", "/tmp")
+        if password is not None:
+            env["PGPASSWORD"] = password
+        return env
+
+    def chown(self, path: Path) -> None:
+        if self.user is not None:
+            os.chown(path, self.user.pw_uid, self.user.pw_gid)
+
+    def run(
+        self, args: Sequence[str], timeout: float, password: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [str(self.bin_dir / args[0]), *args[1:]]
+        try:
+            proc = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=self._env(password),
+                cwd="/",
+                check=False,
+                **self._su_kwargs(),
+            )
+        except subprocess.TimeoutExpired:
+            raise PostgresError(f"{args[0]} did not finish within {timeout:.0f}s") from None
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+            raise PostgresError(f"{args[0]} failed (exit {proc.returncode}): {' | '.join(tail)}")
+        return proc
+
+    def log_tail(self, lines: int = 8) -> str:
+        try:
+            return " | ".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    @contextlib.contextmanager
+    def connect(self, timeout: float = 3.0, dbname: str = "postgres") -> Iterator[psycopg.Connection[Any]]:
+        su = self.config.postgres.superuser
+        try:
+            conn = psycopg.connect(
+                host=self.local_host,
+                port=self.config.postgres.port,
+                user=su.username,
+                password=su.password,
+                dbname=dbname,
+                connect_timeout=max(1, int(timeout)),
+                autocommit=True,
+                application_name="pgras-agent",
+            )
+        except psycopg.Error as exc:
+            raise PostgresError(f"cannot connect to local postgres: {exc}".strip()) from None
+        try:
+            yield conn
+        except psycopg.Error as exc:
+            raise PostgresError(f"query failed: {exc}".strip()) from None
+        finally:
+            conn.close()
+
+    # --- data directory --------------------------------------------------------
+    def has_data(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def controldata(self) -> ControlData | None:
+        if not self.has_data():
+            return None
+        proc = self.run(["pg_controldata", "-D", str(self.data_dir)], timeout=10)
+        return parse_controldata(proc.stdout)
+
+    def _prepare_empty_dir(self) -> None:
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        if self.data_dir.exists() and any(self.data_dir.iterdir()):
+            raise PostgresError(f"data directory {self.data_dir} is not empty")
+        self.data_dir.mkdir(mode=0o700, exist_ok=True)
+        self.data_dir.chmod(0o700)
+        self.chown(self.data_dir)
+
+    def set_aside(self) -> Path | None:
+        """Move a data directory that cannot be reused out of the way, never delete it."""
+        if not self.data_dir.exists():
+            return None
+        target = self.data_dir.with_name(self.data_dir.name + ".old")
+        if target.exists():
+            shutil.rmtree(target)
+        self.data_dir.rename(target)
+        return target
+
+    def _write(self, path: Path, text: str) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        self.chown(tmp)
+        tmp.chmod(0o600)
+        tmp.replace(path)
+
+    def _read_upstream(self) -> str | None:
+        """host:port of primary_conninfo in pgras.conf, as last written by an agent."""
+        try:
+            text = (self.data_dir / "pgras.conf").read_text()
+        except OSError:
+            return None
+        host = re.search(r"^primary_conninfo = .*host=''([^']*)''", text, re.M)
+        port = re.search(r"^primary_conninfo = .*port=''([0-9]+)''", text, re.M)
+        return f"{host.group(1)}:{port.group(1)}" if host and port else None
+
+    def write_config(self, upstream: Upstream | None, standby: bool) -> None:
+        self.configured_upstream = f"{upstream.host}:{upstream.port}" if upstream else None
+        self._write(self.data_dir / "pgras.conf", render_pgras_conf(self.config, upstream))
+        self._write(self.data_dir / "pg_hba.conf", render_pg_hba(self.config))
+        main_conf = self.data_dir / "postgresql.conf"
+        text = main_conf.read_text() if main_conf.exists() else ""
+        if INCLUDE_LINE not in text:
+            self._write(main_conf, text + "\n" + INCLUDE_LINE + "\n")
+        signal_file = self.data_dir / "standby.signal"
+        if standby:
+            self._write(signal_file, "")
+        else:
+            signal_file.unlink(missing_ok=True)
+        for stale in ("recovery.signal", "postgresql.auto.conf.tmp"):
+            (self.data_dir / stale).unlink(missing_ok=True)
+
+    def initdb(self) -> None:
+        self._prepare_empty_dir()
+        su = self.config.postgres.superuser
+        pwfile = self.data_dir.parent / f".{self.data_dir.name}.pw"
+        self._write(pwfile, su.password)
+        try:
+            self.run(
+                [
+                    "initdb", "-D", str(self.data_dir), "-U", su.username,
+                    f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8", "--locale=C",
+                ],
+                timeout=120,
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def create_replication_user(self) -> None:
+        rep = self.config.postgres.replication
+        with self.connect() as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_roles WHERE rolname = %s", (rep.username,)
+            ).fetchone()
+            verb = "ALTER" if exists else "CREATE"
+            conn.execute(
+                sql.SQL(verb + " ROLE {} WITH REPLICATION LOGIN PASSWORD {}").format(
+                    sql.Identifier(rep.username), sql.Literal(rep.password)
+                )
+            )
+
+    def basebackup(self, upstream: Upstream) -> None:
+        self._prepare_empty_dir()
+        rep = self.config.postgres.replication
+        try:
+            self.run(
+                [
+                    "pg_basebackup", "-D", str(self.data_dir), "-h", upstream.host,
+                    "-p", str(upstream.port), "-U", rep.username, "-X", "stream",
+                    "-c", "fast", "--no-password",
+                ],
+                timeout=3600,
+                password=rep.password,
+            )
+        except PostgresError:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            raise
+
+    def rewind(self, upstream: Upstream) -> None:
+        su = self.config.postgres.superuser
+        source = conninfo(
+            host=upstream.host, port=upstream.port, user=su.username, dbname="postgres",
+            connect_timeout=3,
+        )
+        self.run(
+            ["pg_rewind", "-D", str(self.data_dir), f"--source-server={source}"],
+            timeout=600,
+            password=su.password,
+        )
+
+    # --- the postmaster --------------------------------------------------------
+    def postmaster_pid(self) -> int | None:
+        try:
+            pid = int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        if self._proc is not None and self._proc.pid == pid and self._proc.poll() is not None:
+            return None
+        try:
+            os.kill(pid, 0)
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except (OSError, ProcessLookupError):
+            return None
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return None
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        return pid if comm in ("postgres", "postmaster") else None
+
+    def is_running(self) -> bool:
+        return self.postmaster_pid() is not None
+
+    def start(self, timeout: float = 60.0) -> None:
+        with self._lock:
+            if self.is_running():
+                return
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.log_file, "ab") as out:
+                self._proc = subprocess.Popen(
+                    [str(self.bin_dir / "postgres"), "-D", str(self.data_dir)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=self._env(),
+                    cwd="/",
+                    start_new_session=True,
+                    **self._su_kwargs(),
+                )
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self._proc.poll() is not None:
+                    raise PostgresError(f"postgres exited while starting: {self.log_tail()}")
+                if self._accepts_connections():
+                    return
+                time.sleep(0.05)
+            raise PostgresError(f"postgres did not accept connections within {timeout:.0f}s")
+
+    def _accepts_connections(self) -> bool:
+        su = self.config.postgres.superuser
+        try:
+            with psycopg.connect(
+                host=self.local_host, port=self.config.postgres.port, user=su.username,
+                password=su.password, dbname="postgres", connect_timeout=1,
+            ):
+                return True
+        except psycopg.Error:
+            return False
+
+    def stop(self, mode: str = "fast", timeout: float = 30.0) -> bool:
+        """Stop the postmaster; escalate to immediate after ``timeout``. True if it was running."""
+        with self._lock:
+            pid = self.postmaster_pid()
+            if pid is None:
+                return False
+            os.kill(pid, STOP_SIGNALS[mode])
+            if not self._wait_stopped(pid, timeout) and mode != "immediate":
+                log.warning("postgres did not stop within %.0fs (%s); forcing immediate", timeout, mode)
+                os.kill(pid, signal.SIGQUIT)
+                self._wait_stopped(pid, 10)
+            if self.postmaster_pid() is not None:
+                os.killpg(pid, signal.SIGKILL)
+                self._wait_stopped(pid, 5)
+            return True
+
+    def _wait_stopped(self, pid: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.pid == pid:
+                self._proc.poll()
+            if self.postmaster_pid() != pid:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def reload(self) -> None:
+        pid = self.postmaster_pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGHUP)
+
+    # --- SQL-level actions -----------------------------------------------------
+    def promote(self, timeout: int = 30) -> None:
+        with self.connect() as conn:
+            row = conn.execute("SELECT pg_promote(true, %s)", (timeout,)).fetchone()
+        if not row or not row[0]:
+            raise PostgresError(f"promotion did not finish within {timeout}s")
+
+    def terminate_clients(self) -> int:
+        with self.connect() as conn:
+            rows = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            ).fetchall()
+        return len(rows)
+
+    def ensure_slots(self, names: Sequence[str]) -> dict[str, list[str]]:
+        """Create the physical slots named, drop other inactive physical slots."""
+        wanted = set(names)
+        created: list[str] = []
+        dropped: list[str] = []
+        with self.connect() as conn:
+            rows = conn.execute(
+                "SELECT slot_name, active FROM pg_replication_slots WHERE slot_type = 'physical'"
+            ).fetchall()
+            existing = {name: active for name, active in rows}
+            for name in sorted(wanted - existing.keys()):
+                conn.execute("SELECT pg_create_physical_replication_slot(%s, true)", (name,))
+                created.append(name)
+            for name, active in existing.items():
+                if name not in wanted and not active:
+                    conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))
+                    dropped.append(name)
+        return {"created": created, "dropped": dropped}
+
+    def query_state(self) -> dict[str, Any]:
+        """Role and WAL positions of the running server."""
+        with self.connect(timeout=2) as conn:
+            in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+            assert in_recovery is not None
+            if not in_recovery[0]:
+                row = conn.execute(
+                    "SELECT pg_current_wal_lsn()::text, "
+                    "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
+                ).fetchone()
+                assert row is not None
+                return {"role": "primary", "lsn": parse_lsn(row[0]), "timeline": row[1],
+                        "receive_lsn": None, "replay_lsn": None, "streaming": False,
+                        "sender": None}
+            row = conn.execute(
+                "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, "
+                "(SELECT timeline_id FROM pg_control_checkpoint())"
+            ).fetchone()
+            assert row is not None
+            wr = conn.execute(
+                "SELECT status, received_tli, sender_host, sender_port FROM pg_stat_wal_receiver"
+            ).fetchone()
+        receive = parse_lsn(row[0]) if row[0] else None
+        replay = parse_lsn(row[1]) if row[1] else None
+        timeline = row[2]
+        streaming = bool(wr and wr[0] == "streaming")
+        if wr and wr[1]:
+            timeline = max(int(timeline or 0), int(wr[1]))
+        return {
+            "role": "replica",
+            "lsn": max(x for x in (receive, replay, 0) if x is not None),
+            "receive_lsn": receive,
+            "replay_lsn": replay,
+            "timeline": timeline,
+            "streaming": streaming,
+            "sender": f"{wr[2]}:{wr[3]}" if wr and wr[2] else None,
+        }
+
+
+def lsn_text(value: int | None) -> str | None:
+    return None if value is None else format_lsn(value)

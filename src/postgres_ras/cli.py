@@ -1,0 +1,216 @@
+"""``pgras``: run a node's agent or controller, or drive the local cluster."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from postgres_ras import config as config_mod
+from postgres_ras import log
+from postgres_ras.errors import PgrasError
+from postgres_ras.local.layout import DEFAULT_BASE_PORT, Layout
+
+
+def _layout(ctx: click.Context) -> Layout:
+    work_dir: Path = ctx.obj["work_dir"]
+    base_port = ctx.obj["base_port"]
+    state_file = work_dir / "cluster.json"
+    if base_port is None and state_file.exists():
+        try:
+            base_port = int(json.loads(state_file.read_text())["base_port"])
+        except (OSError, ValueError, KeyError):
+            base_port = None
+    return Layout(work_dir.resolve(), base_port or DEFAULT_BASE_PORT, ctx.obj["cluster"])
+
+
+def _local(ctx: click.Context) -> Any:
+    from postgres_ras.local.cluster import LocalCluster
+
+    return LocalCluster(_layout(ctx))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--work-dir", type=click.Path(path_type=Path), envvar="PGRAS_WORK_DIR",
+              default=".pgras", show_default=True, help="Local cluster state, data and logs.")
+@click.option("--base-port", type=click.IntRange(1024, 60000), envvar="PGRAS_BASE_PORT",
+              default=None, help=f"First port of the local cluster [default: {DEFAULT_BASE_PORT}].")
+@click.option("--cluster", default="pgras", envvar="PGRAS_CLUSTER_NAME", show_default=True,
+              help="Cluster name (Consul prefix pgras/<cluster>/).")
+@click.pass_context
+def main(ctx: click.Context, work_dir: Path, base_port: int | None, cluster: str) -> None:
+    """postgres-ras: a resilient PostgreSQL cluster that heals itself."""
+    ctx.obj = {"work_dir": work_dir, "base_port": base_port, "cluster": cluster}
+
+
+def _load_config(path: str | None) -> config_mod.NodeConfig:
+    return config_mod.load(path)
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(), envvar="PGRAS_CONFIG",
+              help="Node config file (YAML); PGRAS_* variables override it.")
+def agent(config_path: str | None) -> None:
+    """Run the node agent (owns PGDATA and postgres)."""
+    cfg = _load_config(config_path)
+    log.setup("agent", cfg.name, cfg.log_level)
+    from postgres_ras.agent import service
+
+    sys.exit(service.run(cfg))
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(), envvar="PGRAS_CONFIG",
+              help="Node config file (YAML); PGRAS_* variables override it.")
+def controller(config_path: str | None) -> None:
+    """Run the controller (HA loop, Consul, REST API)."""
+    cfg = _load_config(config_path)
+    log.setup("controller", cfg.name, cfg.log_level)
+    from postgres_ras.controller import service
+
+    sys.exit(service.run(cfg))
+
+
+@main.command("check-config")
+@click.argument("path", type=click.Path())
+def check_config(path: str) -> None:
+    """Validate a node config file and print the effective configuration."""
+    cfg = _load_config(path)
+    click.echo(config_mod.dump(cfg), nl=False)
+
+
+@main.command()
+@click.option("--nodes", type=click.IntRange(1, 50), default=None,
+              help="Number of nodes [default: 3, or as before].")
+@click.option("--no-access", is_flag=True, help="Do not start HAProxy, pgpool and the demo apps.")
+@click.option("--timeout", type=float, default=120.0, show_default=True,
+              help="Seconds to wait for a healthy cluster (0: do not wait).")
+@click.pass_context
+def up(ctx: click.Context, nodes: int | None, no_access: bool, timeout: float) -> None:
+    """Start the local cluster (or whatever part of it is not running)."""
+    cluster = _local(ctx)
+    cluster.up(nodes=nodes, access=not no_access, wait=timeout)
+    _print_members(cluster, as_json=False)
+
+
+@main.command()
+@click.option("--destroy", is_flag=True, help="Also delete all data and logs.")
+@click.pass_context
+def down(ctx: click.Context, destroy: bool) -> None:
+    """Stop every process of the local cluster."""
+    cluster = _local(ctx)
+    if destroy:
+        cluster.destroy()
+    else:
+        cluster.down()
+    click.echo("stopped" + (" and deleted" if destroy else ""))
+
+
+@main.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def list_(ctx: click.Context, as_json: bool) -> None:
+    """Show the members: role, state, timeline, lag."""
+    _print_members(_local(ctx), as_json)
+
+
+def _print_members(cluster: Any, as_json: bool) -> None:
+    rows = cluster.members()
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in rows], indent=2))
+        return
+    header = f"| {'Member':<8} | {'Host':<16} | {'Role':<8} | {'State':<14} | {'TL':>3} | {'Lag (bytes)':>11} |"
+    line = "+" + "+".join("-" * (len(c) + 0) for c in header.split("|")[1:-1]) + "+"
+    click.echo(line)
+    click.echo(header)
+    click.echo(line)
+    for r in rows:
+        role = "Leader" if r.leader else r.role.capitalize()
+        state = "streaming" if r.streaming else r.state
+        lag = "" if r.lag is None else str(r.lag)
+        tl = "" if r.timeline is None else str(r.timeline)
+        click.echo(f"| {r.name:<8} | {r.host + ':' + str(r.port):<16} | {role:<8} | {state:<14} | {tl:>3} | {lag:>11} |")
+    click.echo(line)
+
+
+@main.command()
+@click.option("--to", "target", default=None, help="Member to hand over to [default: best replica].")
+@click.pass_context
+def switchover(ctx: click.Context, target: str | None) -> None:
+    """Planned switchover: hand leadership to a replica without losing writes."""
+    old, new = _local(ctx).switchover(target)
+    click.echo(f"switched over from {old} to {new}")
+
+
+@main.command()
+@click.argument("nodes", type=click.IntRange(1, 50))
+@click.pass_context
+def scale(ctx: click.Context, nodes: int) -> None:
+    """Grow or shrink the local cluster to NODES members."""
+    cluster = _local(ctx)
+    cluster.scale(nodes)
+    _print_members(cluster, as_json=False)
+
+
+@main.command()
+@click.argument("node", required=False)
+@click.option("--primary", is_flag=True, help="Kill whichever node is the primary.")
+@click.option("--signal", "sig", type=click.Choice(["KILL", "STOP", "CONT", "TERM"]),
+              default="KILL", show_default=True)
+@click.pass_context
+def kill(ctx: click.Context, node: str | None, primary: bool, sig: str) -> None:
+    """Kill (or freeze with STOP, resume with CONT) a node's processes."""
+    cluster = _local(ctx)
+    if primary == (node is not None):
+        raise click.UsageError("give either a NODE name or --primary")
+    if primary:
+        leader = cluster.leader()
+        if leader is None:
+            raise click.ClickException("no primary right now")
+        node = leader.name
+    assert node is not None
+    if node not in cluster.node_names():
+        raise click.UsageError(f"unknown node {node!r}; members: {', '.join(cluster.node_names())}")
+    pids = cluster.kill(node, signal.Signals["SIG" + sig])
+    click.echo(f"sent SIG{sig} to {node} (pids {', '.join(map(str, pids)) or 'none running'})")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def endpoints(ctx: click.Context, as_json: bool) -> None:
+    """Where to connect: write, read and pgpool endpoints and the demo apps."""
+    from postgres_ras.local import access
+
+    cluster = _local(ctx)
+    data = access.endpoints(cluster.layout, cluster.superuser)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        for key, value in data.items():
+            click.echo(f"{key:<12} {value}")
+
+
+def run() -> int:
+    try:
+        main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except PgrasError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run())

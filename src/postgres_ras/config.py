@@ -1,0 +1,209 @@
+"""Node configuration: a YAML file, overridden by PGRAS_* environment variables.
+
+One file describes one node; the agent and the controller of that node read
+the same file and each takes what it needs. Environment variables override
+the file: ``PGRAS_NAME=node1``, ``PGRAS_CONSUL__URL=http://consul:8500``,
+``PGRAS_POSTGRES__PORT=5433`` (a double underscore descends one level).
+Every error names the field at fault and where it came from.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from postgres_ras.errors import ConfigError
+
+ENV_PREFIX = "PGRAS_"
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Credentials(_Model):
+    username: str
+    password: str = Field(min_length=1)
+
+
+class PostgresSettings(_Model):
+    listen: str = "127.0.0.1"
+    host: str = "127.0.0.1"
+    port: int = Field(default=5432, ge=1, le=65535)
+    parameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    superuser: Credentials = Credentials(username="postgres", password="postgres")
+    replication: Credentials = Credentials(username="replicator", password="replicator")
+    # Clients allowed to connect (pg_hba.conf addresses), besides loopback.
+    allow_networks: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
+
+
+class AgentSettings(_Model):
+    listen: str = "127.0.0.1"
+    port: int = Field(default=8010, ge=1, le=65535)
+    # A primary whose controller has not heart-beaten for this long is demoted
+    # by its agent. Must stay below ttl so the fence fires before a replica
+    # can take the leader key.
+    fence_timeout: float = Field(default=2.0, gt=0)
+
+
+class ControllerSettings(_Model):
+    listen: str = "127.0.0.1"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8008, ge=1, le=65535)
+    # Where the controller reaches its own agent.
+    agent_url: str = "http://127.0.0.1:8010"
+
+
+class ConsulSettings(_Model):
+    url: str = "http://127.0.0.1:8500"
+    token: str | None = None
+
+
+class HASettings(_Model):
+    """Timing and failover policy; the cluster-wide values live in Consul ``config``."""
+
+    loop_wait: float = Field(default=1.0, gt=0, le=60)
+    ttl: float = Field(default=4.0, gt=0, le=600)
+    retry_timeout: float = Field(default=3.0, gt=0, le=600)
+    maximum_lag_on_failover: int = Field(default=1048576, ge=0)
+    synchronous_mode: bool = False
+
+    @model_validator(mode="after")
+    def _timing(self) -> HASettings:
+        if self.retry_timeout >= self.ttl:
+            raise ValueError(
+                f"retry_timeout ({self.retry_timeout}) must be below ttl ({self.ttl}): a primary "
+                "cut off from Consul must demote itself before its leader lock can lapse"
+            )
+        if self.loop_wait >= self.retry_timeout:
+            raise ValueError(
+                f"loop_wait ({self.loop_wait}) must be below retry_timeout ({self.retry_timeout})"
+            )
+        return self
+
+
+class Tags(_Model):
+    nofailover: bool = False
+    noloadbalance: bool = False
+
+
+class PublisherSettings(_Model):
+    kind: Literal["none", "file", "kubernetes"] = "none"
+    path: Path | None = None
+
+
+class NodeConfig(_Model):
+    name: str
+    cluster: str = "pgras"
+    data_dir: Path
+    pg_bin_dir: Path | None = None
+    # OS user that runs the postgres binaries when the agent runs as root.
+    pg_user: str = "postgres"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    postgres: PostgresSettings = PostgresSettings()
+    agent: AgentSettings = AgentSettings()
+    controller: ControllerSettings = ControllerSettings()
+    consul: ConsulSettings = ConsulSettings()
+    ha: HASettings = HASettings()
+    tags: Tags = Tags()
+    publisher: PublisherSettings = PublisherSettings()
+
+    @field_validator("name", "cluster")
+    @classmethod
+    def _dns_name(cls, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise ValueError(
+                f"{value!r} is not a valid name: use lowercase letters, digits, '-' or '_' "
+                "(at most 63 characters, starting and ending with a letter or digit)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _fence(self) -> NodeConfig:
+        if self.agent.fence_timeout >= self.ha.ttl:
+            raise ValueError(
+                f"agent.fence_timeout ({self.agent.fence_timeout}) must be below ha.ttl "
+                f"({self.ha.ttl}): the agent must fence before a replica may take over"
+            )
+        return self
+
+    @property
+    def slot_name(self) -> str:
+        return slot_name(self.name)
+
+
+def slot_name(member: str) -> str:
+    """Replication slot of a member: slots allow only [a-z0-9_]."""
+    return re.sub(r"[^a-z0-9_]", "_", member.lower())
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == "PGRAS_CONFIG":
+            continue
+        path = [p.lower() for p in key[len(ENV_PREFIX) :].split("__") if p]
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        if path:
+            node[path[-1]] = yaml.safe_load(value) if value.strip().startswith(("{", "[")) else value
+    return out
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        env = ENV_PREFIX + "__".join(str(p).upper() for p in err["loc"])
+        lines.append(f"  {field}: {msg} (set it in the file or with {env}=...)")
+    return "\n".join(lines)
+
+
+def load(path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None) -> NodeConfig:
+    """Read a node config file (may be None) and apply PGRAS_* overrides."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    source = "environment"
+    if path is None and environ.get("PGRAS_CONFIG"):
+        path = environ["PGRAS_CONFIG"]
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        try:
+            loaded = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping, not {type(loaded).__name__}")
+        data = loaded
+    data = _merge(data, _env_overrides(environ))
+    try:
+        return NodeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def dump(config: NodeConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,145 @@
+"""The node REST API: health endpoints for routers, cluster view, metrics, switchover."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from postgres_ras.controller import metrics
+from postgres_ras.controller.ha import HA
+from postgres_ras.controller.state import Role
+from postgres_ras.dcs.base import Switchover
+from postgres_ras.errors import DCSError
+from postgres_ras.lsn import format_lsn
+
+
+def node_status(ha: HA) -> dict[str, Any]:
+    snap = ha.snapshot
+    o = snap.observation
+    node = o.node if o else None
+    cluster = o.cluster if o else None
+    return {
+        "name": ha.config.name,
+        "role": node.role.value if node else "unknown",
+        "running": bool(node and node.running),
+        "primary_ok": snap.primary_ok,
+        "timeline": node.timeline if node else None,
+        "lsn": format_lsn(node.lsn) if node and node.lsn is not None else None,
+        "streaming": bool(node and node.streaming),
+        "upstream": node.upstream if node else None,
+        "job": node.job if node else None,
+        "fenced": node.fenced if node else None,
+        "nofailover": ha.config.tags.nofailover,
+        "leader": cluster.leader.name if cluster and cluster.leader else None,
+        "dcs_ok": cluster is not None,
+        "decision": snap.decision.reason if snap.decision else None,
+        "age": round(time.time() - snap.at, 3) if snap.at else None,
+    }
+
+
+def replica_lag(ha: HA) -> int | None:
+    o = ha.snapshot.observation
+    if o is None or o.node is None or o.node.lsn is None or o.cluster is None:
+        return None
+    lm = o.cluster.leader_member
+    if lm is None or lm.lsn is None:
+        return None
+    return max(0, lm.lsn - o.node.lsn)
+
+
+def create_app(ha: HA) -> Flask:
+    app = Flask("pgras-controller")
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Any:
+        return jsonify(error=exc.description), exc.code
+
+    def answer(ok: bool) -> Any:
+        return jsonify(node_status(ha)), (200 if ok else 503)
+
+    @app.get("/status")
+    def status() -> Any:
+        return jsonify(node_status(ha))
+
+    @app.get("/health")
+    def health() -> Any:
+        o = ha.snapshot.observation
+        return answer(bool(o and o.node and o.node.running))
+
+    @app.get("/primary")
+    def primary() -> Any:
+        return answer(ha.snapshot.primary_ok)
+
+    @app.get("/replica")
+    def replica() -> Any:
+        o = ha.snapshot.observation
+        ok = bool(o and o.node and o.node.running and o.node.role is Role.REPLICA and o.node.streaming)
+        raw = request.args.get("lag")
+        if ok and raw is not None:
+            try:
+                bound = int(raw)
+            except ValueError:
+                return jsonify(error="query parameter 'lag' must be an integer number of bytes"), 400
+            lag = replica_lag(ha)
+            ok = lag is not None and lag <= bound
+        return answer(ok)
+
+    @app.get("/cluster")
+    def cluster() -> Any:
+        o = ha.snapshot.observation
+        c = o.cluster if o else None
+        if c is None:
+            return jsonify(error="Consul unreachable: no cluster view"), 503
+        return jsonify(
+            cluster=ha.config.cluster,
+            leader=c.leader.name if c.leader else None,
+            initialize=c.initialize,
+            members=[
+                {"name": m.name, "api_url": m.api_url, "host": m.conn_host, "port": m.conn_port,
+                 "role": m.role, "state": m.state, "timeline": m.timeline,
+                 "lsn": format_lsn(m.lsn) if m.lsn is not None else None,
+                 "leader": bool(c.leader and c.leader.name == m.name)}
+                for m in c.members
+            ],
+            invalid_members=list(c.invalid_members),
+            switchover=({"from": c.switchover.source, "to": c.switchover.target}
+                        if c.switchover else None),
+            history=list(c.history[-10:]),
+        )
+
+    @app.get("/metrics")
+    def prom() -> Any:
+        return Response(metrics.render(ha, replica_lag(ha)), mimetype=metrics.CONTENT_TYPE)
+
+    @app.post("/switchover")
+    def switchover() -> Any:
+        data = request.get_json(silent=True) or {}
+        if not isinstance(data, dict):
+            return jsonify(error="body must be a JSON object like {\"to\": \"node2\"}"), 400
+        target = data.get("to")
+        o = ha.snapshot.observation
+        c = o.cluster if o else None
+        if c is None or c.leader is None:
+            return jsonify(error="no leader right now: nothing to switch over"), 503
+        if target is not None:
+            if not isinstance(target, str) or c.member(target) is None:
+                return jsonify(error=f"field 'to': {target!r} is not a member of the cluster"), 400
+            if target == c.leader.name:
+                return jsonify(error=f"field 'to': {target} is already the leader"), 400
+            member = c.member(target)
+            assert member is not None
+            if member.role != "replica" or member.state != "running":
+                return jsonify(error=f"field 'to': {target} is not a running replica"), 409
+        elif not any(m.role == "replica" and m.state == "running" for m in c.members):
+            return jsonify(error="no running replica to switch over to"), 409
+        request_ = Switchover(c.leader.name, target, time.time())
+        try:
+            ha.dcs.put("switchover", request_.to_json())
+        except DCSError as exc:
+            return jsonify(error=str(exc)), 503
+        return jsonify(accepted=True, **{"from": c.leader.name, "to": target}), 202
+
+    return app

@@ -1,0 +1,404 @@
+"""The HA loop: observe, decide (pure), apply. One logged sentence per cycle.
+
+The lease: each cycle starts by proving liveness to Consul (check pass +
+session renew). When the snapshot read right after shows our session on the
+leader key, we are confirmed leader until ``t0 + retry_timeout`` where t0 is
+the time before the keepalive was sent; Consul cannot drop the lock before
+``t0 + ttl`` > that. The heartbeat thread hands the remaining lease to the
+agent, which stops postgres when it runs out.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from postgres_ras.config import NodeConfig, slot_name
+from postgres_ras.controller import probe
+from postgres_ras.controller.agent_client import AgentClient
+from postgres_ras.controller.decide import PENDING_INIT, decide
+from postgres_ras.controller.publisher import RolePublisher
+from postgres_ras.controller.state import (
+    Action, Decision, NodeView, Observation, PeerView, Role, Settings,
+)
+from postgres_ras.dcs.base import Cluster
+from postgres_ras.dcs.consul import ConsulDCS
+from postgres_ras.errors import AgentError, DCSError
+from postgres_ras.lsn import format_lsn, parse_lsn
+
+log = logging.getLogger("pgras.controller")
+
+SWITCHOVER_CATCHUP = 5.0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the REST API serves: the last observation and decision, replaced whole."""
+
+    observation: Observation | None = None
+    decision: Decision | None = None
+    primary_ok: bool = False
+    at: float = 0.0
+
+
+class HA:
+    def __init__(
+        self,
+        config: NodeConfig,
+        dcs: ConsulDCS,
+        agent: AgentClient,
+        publisher: RolePublisher,
+        clock: Callable[[], float] = time.monotonic,
+        probe_all: Callable[[list[probe.Target]], tuple[PeerView, ...]] = probe.probe_all,
+    ) -> None:
+        self.config = config
+        self.dcs = dcs
+        self.agent = agent
+        self.publisher = publisher
+        self.clock = clock
+        self.probe_all = probe_all
+        self.lease_deadline: float | None = None
+        self.last_leader: str | None = None
+        self.last_leader_api: str | None = None
+        self.last_leader_lsn: int | None = None
+        self.snapshot = Snapshot()
+        self.last_sentence = ""
+        self.slots: list[str] | None = None
+        self.stop_event = threading.Event()
+        self._last_warning = ""
+
+    # --- settings ---------------------------------------------------------------
+    def settings(self, cluster: Cluster | None) -> Settings:
+        ha = self.config.ha
+        base = Settings(ha.ttl, ha.loop_wait, ha.retry_timeout, ha.maximum_lag_on_failover,
+                        ha.synchronous_mode)
+        dynamic = (cluster.config if cluster else None) or {}
+        try:
+            merged = replace(base, **{k: v for k, v in dynamic.items() if k in Settings.__dataclass_fields__})
+            if not (0 < merged.loop_wait < merged.retry_timeout < merged.ttl):
+                raise ValueError("need 0 < loop_wait < retry_timeout < ttl")
+            return Settings(float(merged.ttl), float(merged.loop_wait), float(merged.retry_timeout),
+                            int(merged.maximum_lag_on_failover), bool(merged.synchronous_mode))
+        except (TypeError, ValueError) as exc:
+            log.warning("ignoring invalid dynamic config in Consul (%s); using local values", exc)
+            return base
+
+    def lease_remaining(self) -> float | None:
+        if self.lease_deadline is None:
+            return None
+        return max(0.0, self.lease_deadline - self.clock())
+
+    # --- observe ---------------------------------------------------------------
+    def observe(self, t0: float) -> Observation:
+        cluster: Cluster | None = None
+        settings = self.settings(self.snapshot.observation.cluster if self.snapshot.observation else None)
+        try:
+            self.dcs.keepalive(settings.ttl)
+            cluster = self.dcs.get_cluster()
+            settings = self.settings(cluster)
+        except DCSError as exc:
+            self._warn_once(str(exc))
+        node: NodeView | None = None
+        try:
+            node = NodeView.from_status(self.agent.status())
+        except (AgentError, ValueError, KeyError, TypeError) as exc:
+            log.warning("cannot read the agent's status: %s", exc)
+        if cluster is not None:
+            self._last_warning = ""
+            leader = cluster.leader
+            if leader is not None and leader.session == self.dcs.session:
+                self.lease_deadline = t0 + settings.retry_timeout
+            else:
+                self.lease_deadline = None
+            self._remember_leader(cluster)
+        lease_valid = self.lease_deadline is not None and self.clock() < self.lease_deadline
+        peers: tuple[PeerView, ...] = ()
+        if cluster is not None and node is not None and (
+            cluster.leader is None or (cluster.switchover and cluster.switchover.source == self.config.name)
+        ):
+            peers = self.probe_all(self._probe_targets(cluster))
+        return Observation(
+            me=self.config.name,
+            node=node,
+            cluster=cluster,
+            session=self.dcs.session,
+            stale_sessions=frozenset(self.dcs.stale_sessions),
+            lease_valid=lease_valid,
+            nofailover=self.config.tags.nofailover,
+            settings=settings,
+            last_leader=self.last_leader,
+            last_leader_lsn=self.last_leader_lsn,
+            peers=peers,
+            now_wall=time.time(),
+        )
+
+    def _warn_once(self, message: str) -> None:
+        if message != self._last_warning:
+            log.warning("%s; retrying every cycle", message)
+            self._last_warning = message
+
+    def _remember_leader(self, cluster: Cluster) -> None:
+        lm = cluster.leader_member
+        if cluster.leader is not None:
+            self.last_leader = cluster.leader.name
+        if lm is not None:
+            self.last_leader_api = lm.api_url
+            if lm.lsn is not None and lm.role == "primary":
+                self.last_leader_lsn = lm.lsn
+
+    def _probe_targets(self, cluster: Cluster) -> list[probe.Target]:
+        targets = {m.name: m.api_url for m in cluster.members if m.name != self.config.name}
+        if self.last_leader and self.last_leader != self.config.name and self.last_leader_api:
+            targets.setdefault(self.last_leader, self.last_leader_api)
+        return [probe.Target(n, u) for n, u in sorted(targets.items())]
+
+    # --- act ---------------------------------------------------------------------
+    def apply(self, d: Decision, o: Observation) -> str:
+        a = Action
+        if d.action in (a.WAIT, a.HOLD):
+            if d.action is a.HOLD and o.node and o.node.role is Role.PRIMARY:
+                self._leader_housekeeping(o)
+            return d.reason
+        if d.action is a.BOOTSTRAP:
+            if not self.dcs.cas("initialize", PENDING_INIT, 0):
+                return "lost the initialize race; another member bootstraps the cluster"
+            if not self.dcs.acquire_leader():
+                self.dcs.delete("initialize")
+                return "won initialize but not the leader lock; backing off"
+            self._confirm_lease(o)
+            self.agent.bootstrap()
+            self._history(o, "bootstrap")
+            return "initializing a new cluster (initdb)"
+        if d.action is a.CLONE:
+            assert d.upstream is not None
+            self.agent.clone(d.upstream)
+            return d.reason
+        if d.action is a.START_PRIMARY:
+            self.agent.start_primary()
+            return d.reason
+        if d.action in (a.START_REPLICA, a.FOLLOW):
+            self.agent.start_replica(d.upstream)
+            return d.reason
+        if d.action is a.ACQUIRE:
+            if self.dcs.acquire_leader():
+                self._confirm_lease(o)
+                return "re-acquired the free leader lock as the running primary"
+            return "could not re-acquire the leader lock: someone else took it"
+        if d.action is a.ACQUIRE_AND_PROMOTE:
+            if not self.dcs.acquire_leader():
+                return "lost the leader race"
+            self._confirm_lease(o)
+            self.agent.promote()
+            self._after_promotion(o, "failover" if not o.cluster or not o.cluster.switchover else "switchover")
+            return "won the leader race and promoted postgres"
+        if d.action is a.PROMOTE:
+            self.agent.promote()
+            self._after_promotion(o, "promote")
+            return d.reason
+        if d.action is a.TAKE_OVER:
+            assert o.cluster is not None and o.cluster.leader is not None
+            ok = self.dcs.take_over_leader(o.cluster.leader.index)
+            self.dcs.destroy_stale_sessions()
+            if ok:
+                self._confirm_lease(o)
+                return d.reason
+            return "could not take over my previous leader lock (it changed meanwhile)"
+        if d.action is a.DROP_STALE:
+            self.dcs.destroy_stale_sessions()
+            return d.reason
+        if d.action is a.DEMOTE:
+            self.lease_deadline = None
+            self._heartbeat()
+            self.agent.stop("fast", d.reason)
+            return d.reason + " (postgres stopped, client connections terminated)"
+        if d.action is a.SWITCHOVER:
+            return self._switchover(d, o)
+        raise AssertionError(f"unhandled action {d.action}")
+
+    def _confirm_lease(self, o: Observation) -> None:
+        # Acquired just now; Consul keeps the lock at least ttl past our keepalive.
+        self.lease_deadline = self.clock() + o.settings.retry_timeout - o.settings.loop_wait
+        self._heartbeat()
+
+    def _after_promotion(self, o: Observation, why: str) -> None:
+        if o.cluster is not None and o.cluster.switchover is not None:
+            self.dcs.delete("switchover")
+        self._history(o, why)
+        self.slots = None
+        self._leader_housekeeping(o)
+
+    def _history(self, o: Observation, why: str) -> None:
+        history = list(o.cluster.history) if o.cluster else []
+        lsn = o.node.lsn if o.node else None
+        history.append({
+            "leader": self.config.name, "why": why, "at": time.time(),
+            "lsn": format_lsn(lsn) if lsn is not None else None,
+            "timeline": (o.node.timeline or 0) + (1 if why in ("failover", "switchover", "promote") else 0)
+            if o.node else None,
+        })
+        try:
+            self.dcs.put("history", _json(history[-100:]))
+        except DCSError as exc:
+            log.warning("could not record history: %s", exc)
+
+    def _leader_housekeeping(self, o: Observation) -> None:
+        cluster, node = o.cluster, o.node
+        if cluster is None or node is None or not node.running:
+            return
+        if node.sysid and cluster.initialize in (None, PENDING_INIT):
+            self.dcs.put("initialize", node.sysid)
+        if cluster.config is None:
+            s = o.settings
+            self.dcs.cas("config", _json({
+                "ttl": s.ttl, "loop_wait": s.loop_wait, "retry_timeout": s.retry_timeout,
+                "maximum_lag_on_failover": s.maximum_lag_on_failover,
+                "synchronous_mode": s.synchronous_mode,
+            }), 0)
+        if cluster.switchover and cluster.switchover.stale(o.now_wall):
+            log.warning("dropping a stale switchover request from %s", cluster.switchover.source)
+            self.dcs.delete("switchover")
+        wanted = sorted(slot_name(m.name) for m in cluster.members if m.name != self.config.name)
+        if wanted != self.slots:
+            try:
+                result = self.agent.ensure_slots(wanted)
+                self.slots = wanted
+                if result.get("created") or result.get("dropped"):
+                    log.info("replication slots: created %s, dropped %s",
+                             result.get("created"), result.get("dropped"))
+            except AgentError as exc:
+                log.warning("could not manage replication slots: %s", exc)
+
+    def _switchover(self, d: Decision, o: Observation) -> str:
+        assert o.cluster is not None and d.target is not None
+        target = o.cluster.member(d.target)
+        if target is None:
+            return f"switchover target {d.target} vanished"
+        result = self.agent.stop("fast", f"switchover to {d.target}")
+        checkpoint = parse_lsn(result["checkpoint_lsn"]) if result.get("checkpoint_lsn") else None
+        deadline = self.clock() + SWITCHOVER_CATCHUP
+        caught_up = False
+        while checkpoint is not None and self.clock() < deadline:
+            peer = probe.probe_one(probe.Target(target.name, target.api_url), 0.5)
+            if peer.lsn is not None and peer.lsn > checkpoint:
+                caught_up = True
+                break
+            time.sleep(0.02)
+        if not caught_up:
+            self.dcs.delete("switchover")
+            self.agent.start_primary()
+            return f"switchover aborted: {d.target} did not receive the final WAL; staying primary"
+        self.lease_deadline = None
+        self._heartbeat()
+        self.dcs.release_leader()
+        return f"handed the leader lock to {d.target} after it received all WAL (switchover)"
+
+    # --- publish -------------------------------------------------------------------
+    def member_data(self, o: Observation) -> dict[str, Any]:
+        node = o.node
+        role = node.role.value if node else "unknown"
+        state = "unknown"
+        if node is not None:
+            state = node.job or (f"fenced" if node.fenced and not node.running else
+                                 "running" if node.running else "stopped")
+        c = self.config
+        return {
+            "api_url": f"http://{c.controller.host}:{c.controller.port}",
+            "conn_host": c.postgres.host,
+            "conn_port": c.postgres.port,
+            "role": role,
+            "state": state,
+            "timeline": node.timeline if node else None,
+            "lsn": format_lsn(node.lsn) if node and node.lsn is not None else None,
+            "streaming": bool(node and node.streaming),
+            "tags": {"nofailover": c.tags.nofailover, "noloadbalance": c.tags.noloadbalance},
+        }
+
+    def _heartbeat(self) -> None:
+        try:
+            self.agent.heartbeat(self.lease_remaining())
+        except AgentError:
+            pass
+
+    def heartbeat_loop(self, interval: float = 0.25) -> None:
+        while not self.stop_event.wait(interval):
+            self._heartbeat()
+
+    # --- the cycle -------------------------------------------------------------------
+    def cycle(self) -> Observation:
+        t0 = self.clock()
+        o = self.observe(t0)
+        d = decide(o)
+        try:
+            sentence = self.apply(d, o)
+        except (DCSError, AgentError) as exc:
+            sentence = f"{d.reason} failed: {exc}"
+        primary_ok = bool(
+            o.node and o.node.running and o.node.role is Role.PRIMARY
+            and self.lease_remaining() and o.cluster is not None
+            and o.cluster.leader is not None and o.cluster.leader.session == self.dcs.session
+        )
+        self.snapshot = Snapshot(o, d, primary_ok, time.time())
+        if o.cluster is not None:
+            try:
+                self.dcs.touch_member(self.member_data(o))
+            except DCSError as exc:
+                log.warning("%s", exc)
+        role = "primary" if primary_ok else ("replica" if o.node and o.node.role is Role.REPLICA else "none")
+        self.publisher.publish(role)
+        if sentence != self.last_sentence or d.action not in (Action.HOLD, Action.WAIT):
+            log.info("%s (role=%s)", sentence, role)
+            self.last_sentence = sentence
+        else:
+            log.debug("%s (role=%s)", sentence, role)
+        return o
+
+    def run(self) -> None:
+        heart: threading.Thread | None = None
+        while not self.stop_event.is_set():
+            t0 = self.clock()
+            o = self.cycle()
+            if heart is None:
+                # Heart-beat only after the first cycle, so a restarted controller does
+                # not tell the agent "no lease" before it could take over its own lock.
+                heart = threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True)
+                heart.start()
+            remaining = o.settings.loop_wait - (self.clock() - t0)
+            if remaining <= 0:
+                continue
+            leading = self.snapshot.primary_ok
+            if o.cluster is None or leading:
+                self.stop_event.wait(remaining)
+                continue
+            try:
+                self.dcs.wait_for_change(o.cluster.index, remaining)
+            except DCSError:
+                self.stop_event.wait(min(remaining, 0.5))
+            # A blocking query that returns at once (index reset) must not spin.
+            spent = self.clock() - t0
+            if spent < 0.05:
+                self.stop_event.wait(0.05 - spent)
+
+    def shutdown(self) -> None:
+        """Clean stop: a leader stops postgres and releases the lock; everyone leaves."""
+        self.stop_event.set()
+        o = self.snapshot.observation
+        try:
+            if self.snapshot.primary_ok:
+                self.lease_deadline = None
+                self.agent.stop("fast", "controller shutting down")
+                self.dcs.release_leader()
+            self.dcs.delete_member(self.config.name)
+            self.dcs.close()
+        except (DCSError, AgentError) as exc:
+            log.warning("unclean shutdown: %s", exc)
+        del o
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True)

@@ -1,0 +1,44 @@
+"""Asking other members' REST APIs how they are, right before a leader race."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import requests
+
+from postgres_ras.controller.state import PeerView, Role
+from postgres_ras.lsn import parse_lsn
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    api_url: str
+
+
+def probe_one(target: Target, timeout: float) -> PeerView:
+    try:
+        resp = requests.get(target.api_url.rstrip("/") + "/status", timeout=timeout)
+        data = resp.json()
+        role = Role(data["role"]) if data.get("role") in {r.value for r in Role} else Role.UNKNOWN
+        lsn = data.get("lsn")
+        return PeerView(
+            name=target.name,
+            reachable=True,
+            primary_ok=bool(data.get("primary_ok")),
+            role=role,
+            timeline=int(data["timeline"]) if data.get("timeline") is not None else None,
+            lsn=parse_lsn(lsn) if isinstance(lsn, str) else None,
+            nofailover=bool(data.get("nofailover")),
+            streaming=bool(data.get("streaming")),
+        )
+    except (requests.RequestException, ValueError, KeyError, TypeError, AttributeError):
+        return PeerView(name=target.name, reachable=False)
+
+
+def probe_all(targets: list[Target], timeout: float = 1.0) -> tuple[PeerView, ...]:
+    if not targets:
+        return ()
+    with ThreadPoolExecutor(max_workers=min(8, len(targets))) as pool:
+        return tuple(pool.map(lambda t: probe_one(t, timeout), targets))

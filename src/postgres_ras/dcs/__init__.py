@@ -1,0 +1,1 @@
+"""The distributed configuration store: who leads, who is a member, cluster config."""

@@ -1,0 +1,189 @@
+"""The DCS contract and the immutable cluster snapshot read once per HA cycle.
+
+Every method either succeeds, returns False when it lost a race (a
+check-and-set or a lock held by someone else), or raises DCSError when the
+store cannot be reached. Those three outcomes are never blurred: "lost the
+race" and "Consul is down" lead to very different decisions.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from postgres_ras.lsn import parse_lsn
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member key as published by that member's controller."""
+
+    name: str
+    api_url: str
+    conn_host: str
+    conn_port: int
+    role: str
+    state: str
+    timeline: int | None
+    lsn: int | None
+    nofailover: bool
+    session: str | None
+
+    @classmethod
+    def from_json(cls, name: str, raw: bytes | str | None, session: str | None) -> Member | None:
+        """Parse a member value; None when the value is nonsense (it is then ignored)."""
+        try:
+            data = json.loads(raw or b"")
+            if not isinstance(data, dict):
+                return None
+            lsn = data.get("lsn")
+            timeline = data.get("timeline")
+            port = int(data["conn_port"])
+            if not 0 < port < 65536:
+                return None
+            return cls(
+                name=name,
+                api_url=str(data["api_url"]),
+                conn_host=str(data["conn_host"]),
+                conn_port=port,
+                role=str(data.get("role", "unknown")),
+                state=str(data.get("state", "unknown")),
+                timeline=int(timeline) if timeline is not None else None,
+                lsn=parse_lsn(lsn) if isinstance(lsn, str) else (int(lsn) if lsn is not None else None),
+                nofailover=bool(data.get("tags", {}).get("nofailover", False)),
+                session=session,
+            )
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None
+
+
+@dataclass(frozen=True)
+class Leader:
+    name: str
+    session: str | None
+    index: int
+
+
+@dataclass(frozen=True)
+class Switchover:
+    """A planned switchover: leader ``source`` hands over to ``target`` (or the best replica)."""
+
+    source: str
+    target: str | None
+    requested_at: float
+
+    def stale(self, now_wall: float, timeout: float = 30.0) -> bool:
+        return now_wall - self.requested_at > timeout
+
+    def to_json(self) -> str:
+        return json.dumps({"from": self.source, "to": self.target, "at": self.requested_at})
+
+    @classmethod
+    def from_json(cls, raw: bytes | str | None) -> Switchover | None:
+        try:
+            data = json.loads(raw or b"")
+            return cls(str(data["from"]), data.get("to"), float(data["at"]))
+        except (ValueError, TypeError, KeyError):
+            return None
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Everything the DCS says about one cluster, read at one moment."""
+
+    initialize: str | None = None
+    config: dict[str, Any] | None = None
+    leader: Leader | None = None
+    members: tuple[Member, ...] = ()
+    switchover: Switchover | None = None
+    sync: str | None = None
+    history: tuple[dict[str, Any], ...] = ()
+    # Member keys that did not parse: shown to operators, never trusted.
+    invalid_members: tuple[str, ...] = ()
+    index: int = 0
+    read_at: float = field(default_factory=time.time)
+
+    def member(self, name: str) -> Member | None:
+        for member in self.members:
+            if member.name == name:
+                return member
+        return None
+
+    @property
+    def leader_member(self) -> Member | None:
+        return self.member(self.leader.name) if self.leader else None
+
+
+class DCS(abc.ABC):
+    """The controller's view of the store, bound to one cluster and one member."""
+
+    def __init__(self, cluster: str, member: str) -> None:
+        self.cluster_name = cluster
+        self.member_name = member
+
+    @property
+    @abc.abstractmethod
+    def session(self) -> str | None:
+        """This member's current session id, if it has one."""
+
+    @abc.abstractmethod
+    def keepalive(self, ttl: float) -> str:
+        """Prove this member is alive: pass its TTL check, renew (or create) its session.
+
+        Returns the session id, which changes when the old session was lost.
+        Raises DCSError when the store cannot be reached.
+        """
+
+    @abc.abstractmethod
+    def get_cluster(self) -> Cluster:
+        """Read the whole cluster prefix consistently. Raises DCSError."""
+
+    @abc.abstractmethod
+    def wait_for_change(self, index: int, timeout: float) -> int:
+        """Block until the leader key changes past ``index`` or ``timeout`` passes.
+
+        Returns the new index. Raises DCSError.
+        """
+
+    @abc.abstractmethod
+    def acquire_leader(self) -> bool:
+        """Atomically take the leader key with this member's session.
+
+        True if we now hold it (or already did), False if another session
+        holds it. Raises DCSError.
+        """
+
+    @abc.abstractmethod
+    def release_leader(self) -> None:
+        """Delete the leader key if and only if this member holds it. Raises DCSError."""
+
+    @abc.abstractmethod
+    def touch_member(self, data: dict[str, Any]) -> None:
+        """Write this member's key, tied to its session. Raises DCSError."""
+
+    @abc.abstractmethod
+    def delete_member(self, name: str) -> None:
+        """Remove a member key (scale-down, clean shutdown). Raises DCSError."""
+
+    @abc.abstractmethod
+    def cas(self, key: str, value: str, index: int) -> bool:
+        """Write ``key`` (relative to the cluster prefix) if its modify index is ``index``.
+
+        ``index=0`` means "create only if absent". False when someone else
+        changed it first. Raises DCSError.
+        """
+
+    @abc.abstractmethod
+    def put(self, key: str, value: str) -> None:
+        """Write ``key`` unconditionally. Raises DCSError."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete ``key`` if present. Raises DCSError."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Give up the session (its member key and any held leader key go with it)."""

@@ -1,0 +1,359 @@
+"""The local cluster: one Consul server, N nodes (agent + controller + postgres), access layer.
+
+``up`` is idempotent: it starts whatever is missing, so a killed node comes
+back with ``pgras up``. Every process is tracked by a PID file under the
+work directory and stopped by PID. Nothing here decides roles: that is the
+controllers' job; this module only starts, stops and reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import stat
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+from postgres_ras.config import NodeConfig
+from postgres_ras.dcs.consul import client as consul_client
+from postgres_ras.dcs.consul import cluster_prefix
+from postgres_ras.errors import DCSError, FatalError
+from postgres_ras.local import consul_server
+from postgres_ras.local.layout import Layout, NodePorts
+from postgres_ras.local.procs import ProcessTable
+from postgres_ras.lsn import parse_lsn
+
+
+@dataclass(frozen=True)
+class MemberRow:
+    name: str
+    host: str
+    port: int
+    role: str
+    state: str
+    timeline: int | None
+    lag: int | None
+    leader: bool
+    streaming: bool
+    api_url: str
+    conninfo: str
+
+    def to_json(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+class LocalCluster:
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.table = ProcessTable(layout.run, layout.logs)
+
+    # --- persistent state --------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads(self.layout.state_file.read_text())
+            return data
+        except (OSError, ValueError):
+            return {}
+
+    def _save_state(self, data: dict[str, Any]) -> None:
+        self.layout.work_dir.mkdir(parents=True, exist_ok=True)
+        path = self.layout.state_file
+        path.write_text(json.dumps(data, indent=2))
+        path.chmod(0o600)
+
+    def _ensure_state(self, nodes: int | None) -> dict[str, Any]:
+        data = self.state()
+        if not data:
+            data = {
+                "cluster": self.layout.cluster,
+                "base_port": self.layout.base_port,
+                "nodes": nodes or 3,
+                "superuser_password": secrets.token_urlsafe(12),
+                "replication_password": secrets.token_urlsafe(12),
+            }
+        elif nodes is not None:
+            data["nodes"] = nodes
+        self._save_state(data)
+        return data
+
+    @property
+    def superuser(self) -> tuple[str, str]:
+        return ("postgres", str(self.state().get("superuser_password", "")))
+
+    def node_names(self) -> list[str]:
+        return [self.layout.node(i).name for i in range(1, int(self.state().get("nodes", 0)) + 1)]
+
+    # --- nodes ---------------------------------------------------------------------
+    def node_config(self, ports: NodePorts) -> NodeConfig:
+        st = self.state()
+        node_dir = self.layout.node_dir(ports.name)
+        return NodeConfig.model_validate({
+            "name": ports.name,
+            "cluster": self.layout.cluster,
+            "data_dir": str(node_dir / "data"),
+            "postgres": {
+                "listen": self.layout.host, "host": self.layout.host, "port": ports.postgres,
+                "superuser": {"username": "postgres", "password": st["superuser_password"]},
+                "replication": {"username": "replicator", "password": st["replication_password"]},
+            },
+            "agent": {"listen": "127.0.0.1", "port": ports.agent},
+            "controller": {
+                "listen": self.layout.host, "host": self.layout.host, "port": ports.api,
+                "agent_url": f"http://127.0.0.1:{ports.agent}",
+            },
+            "consul": {"url": self.layout.consul_url},
+        })
+
+    def _write_node_config(self, ports: NodePorts) -> Path:
+        node_dir = self.layout.node_dir(ports.name)
+        node_dir.mkdir(parents=True, exist_ok=True)
+        path = node_dir / "node.yaml"
+        path.write_text(yaml.safe_dump(self.node_config(ports).model_dump(mode="json"), sort_keys=False))
+        path.chmod(0o600)
+        return path
+
+    def start_node(self, ports: NodePorts) -> None:
+        path = self._write_node_config(ports)
+        for component in ("agent", "controller"):
+            name = f"{ports.name}-{component}"
+            if self.table.get(name) is None:
+                self.table.start(name, [sys.executable, "-m", "postgres_ras", component, "--config", str(path)])
+
+    def stop_node(self, name: str, timeout: float = 30.0) -> None:
+        self.table.stop(f"{name}-controller", timeout=10)
+        self.table.stop(f"{name}-agent", timeout=timeout)
+        pid = self.postmaster_pid(name)
+        if pid is not None:  # the agent died before it could stop postgres
+            os.kill(pid, signal.SIGINT)
+            _wait_pid(pid, 20)
+
+    def postmaster_pid(self, name: str) -> int | None:
+        try:
+            pid = int((self.layout.node_dir(name) / "data" / "postmaster.pid").read_text().split()[0])
+            os.kill(pid, 0)
+            return pid if Path(f"/proc/{pid}/comm").read_text().strip() == "postgres" else None
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _check_reachable_by_pg_user(self) -> None:
+        if os.geteuid() != 0:
+            return
+        for parent in [self.layout.work_dir.resolve(), *self.layout.work_dir.resolve().parents]:
+            if parent.exists() and not parent.stat().st_mode & stat.S_IXOTH:
+                raise FatalError(
+                    f"running as root, postgres runs as OS user 'postgres', which cannot enter "
+                    f"{parent} (mode {oct(parent.stat().st_mode & 0o777)}): choose a work "
+                    f"directory it can reach, e.g. --work-dir /var/tmp/pgras"
+                )
+
+    # --- the whole cluster -----------------------------------------------------------
+    def up(self, nodes: int | None = None, access: bool = True, wait: float = 120.0) -> None:
+        self._check_reachable_by_pg_user()
+        self.layout.work_dir.mkdir(parents=True, exist_ok=True)
+        self.layout.work_dir.chmod(0o755)
+        st = self._ensure_state(nodes)
+        consul_server.start(self.layout, self.table)
+        for i in range(1, int(st["nodes"]) + 1):
+            self.start_node(self.layout.node(i))
+        if access:
+            from postgres_ras.local import access as access_layer
+
+            access_layer.start_access(self.layout, self.table, self.node_ports(), self.superuser)
+        if wait:
+            self.wait_healthy(int(st["nodes"]), wait)
+
+    def node_ports(self) -> list[NodePorts]:
+        return [self.layout.node(i) for i in range(1, int(self.state().get("nodes", 0)) + 1)]
+
+    def down(self) -> None:
+        try:
+            from postgres_ras.local import access as access_layer
+
+            access_layer.stop_access(self.layout, self.table)
+        except ImportError:
+            pass
+        names = [n for n in self.table.names() if n.endswith("-controller")]
+        for name in names:  # all at once, so no replica races while the leader leaves
+            self.table.signal(name, signal.SIGTERM)
+        for name in names:
+            self.table.stop(name, timeout=10)
+        for name in [n for n in self.table.names() if n.endswith("-agent")]:
+            self.table.stop(name, timeout=30)
+        for node in self.layout.work_dir.joinpath("nodes").glob("*"):
+            pid = self.postmaster_pid(node.name)
+            if pid is not None:
+                os.kill(pid, signal.SIGINT)
+                _wait_pid(pid, 20)
+        for name in self.table.names():
+            self.table.stop(name, timeout=10)
+
+    def destroy(self) -> None:
+        """Stop everything and delete the work directory (data included)."""
+        self.down()
+        shutil.rmtree(self.layout.work_dir, ignore_errors=True)
+
+    # --- observation ------------------------------------------------------------------
+    def raw_cluster(self) -> tuple[str | None, dict[str, dict[str, Any]]]:
+        prefix = cluster_prefix(self.layout.cluster)
+        try:
+            _, items = consul_client(self.layout.consul_url, timeout=2).kv.get(prefix, recurse=True)
+        except Exception as exc:  # translated for the CLI: any client failure means "unreachable"
+            raise DCSError(f"Consul at {self.layout.consul_url} unreachable: {type(exc).__name__}") from None
+        leader: str | None = None
+        members: dict[str, dict[str, Any]] = {}
+        for item in items or []:
+            key = item["Key"][len(prefix):]
+            value = (item.get("Value") or b"").decode()
+            if key == "leader":
+                leader = value or None
+            elif key.startswith("members/"):
+                try:
+                    members[key[len("members/"):]] = json.loads(value)
+                except ValueError:
+                    members[key[len("members/"):]] = {"role": "invalid", "state": "invalid"}
+        return leader, members
+
+    def members(self) -> list[MemberRow]:
+        leader, raw = self.raw_cluster()
+        leader_lsn = _lsn(raw.get(leader or "", {}).get("lsn"))
+        rows = []
+        user, password = self.superuser
+        for name in sorted(raw, key=_natural):
+            m = raw[name]
+            lsn = _lsn(m.get("lsn"))
+            lag = None if name == leader or lsn is None or leader_lsn is None else max(0, leader_lsn - lsn)
+            host, port = str(m.get("conn_host", "?")), int(m.get("conn_port") or 0)
+            rows.append(MemberRow(
+                name=name, host=host, port=port, role=str(m.get("role", "?")),
+                state=str(m.get("state", "?")), timeline=m.get("timeline"), lag=lag,
+                leader=name == leader, streaming=bool(m.get("streaming")),
+                api_url=str(m.get("api_url", "")),
+                conninfo=f"host={host} port={port} user={user} password={password} dbname=postgres",
+            ))
+        return rows
+
+    def leader(self) -> MemberRow | None:
+        for row in self.members():
+            if row.leader:
+                return row
+        return None
+
+    def is_healthy(self, nodes: int) -> bool:
+        try:
+            rows = self.members()
+        except DCSError:
+            return False
+        primaries = [r for r in rows if r.leader and r.role == "primary" and r.state == "running"]
+        replicas = [r for r in rows if r.role == "replica" and r.state == "running" and r.streaming]
+        return len(primaries) == 1 and len(replicas) == nodes - 1
+
+    def wait_healthy(self, nodes: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.is_healthy(nodes):
+                return
+            time.sleep(0.2)
+        raise FatalError(
+            f"cluster not healthy after {timeout:.0f}s (want 1 primary + {nodes - 1} streaming "
+            f"replicas); see the logs in {self.layout.logs}"
+        )
+
+    # --- operations ------------------------------------------------------------------
+    def kill(self, name: str, sig: signal.Signals) -> list[int]:
+        """Signal a node's controller, agent and postgres (the whole postmaster group)."""
+        pids = []
+        pg = self.postmaster_pid(name)
+        for proc_name in (f"{name}-controller", f"{name}-agent"):
+            proc = self.table.get(proc_name)
+            if proc is not None:
+                os.kill(proc.pid, sig)
+                pids.append(proc.pid)
+        if pg is not None:
+            try:
+                os.killpg(pg, sig)
+            except (ProcessLookupError, PermissionError):
+                os.kill(pg, sig)
+            pids.append(pg)
+        return pids
+
+    def switchover(self, to: str | None, timeout: float = 30.0) -> tuple[str, str]:
+        before = self.leader()
+        if before is None:
+            raise FatalError("no leader right now: nothing to switch over")
+        try:
+            resp = requests.post(f"{before.api_url}/switchover", json={"to": to}, timeout=5)
+        except requests.RequestException as exc:
+            raise FatalError(f"leader {before.name} API unreachable: {type(exc).__name__}") from None
+        if resp.status_code != 202:
+            raise FatalError(f"switchover refused: {resp.json().get('error', resp.status_code)}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            now = self.leader()
+            if now is not None and now.name != before.name and now.role == "primary":
+                return before.name, now.name
+            time.sleep(0.1)
+        raise FatalError(f"no new leader within {timeout:.0f}s; see `pgras list` and the logs")
+
+    def scale(self, nodes: int, wait: float = 180.0) -> None:
+        from postgres_ras.local.layout import MAX_NODES
+
+        if not 1 <= nodes <= MAX_NODES:
+            raise FatalError(f"node count must be between 1 and {MAX_NODES}, not {nodes}")
+        current = int(self.state().get("nodes", 0))
+        if nodes < current:
+            removed = [self.layout.node(i).name for i in range(nodes + 1, current + 1)]
+            leader = self.leader()
+            if leader is not None and leader.name in removed:
+                self.switchover(self.layout.node(1).name)
+            for name in reversed(removed):
+                self.stop_node(name)
+                try:
+                    consul_client(self.layout.consul_url).kv.delete(
+                        f"{cluster_prefix(self.layout.cluster)}members/{name}")
+                except Exception:
+                    pass
+                shutil.rmtree(self.layout.node_dir(name), ignore_errors=True)
+        self._ensure_state(nodes)
+        for i in range(1, nodes + 1):
+            self.start_node(self.layout.node(i))
+        try:
+            from postgres_ras.local import access as access_layer
+
+            if self.table.get("haproxy") is not None:
+                access_layer.reload_haproxy(self.layout, self.table, self.node_ports())
+        except ImportError:
+            pass
+        if wait:
+            self.wait_healthy(nodes, wait)
+
+
+def _lsn(value: Any) -> int | None:
+    try:
+        return parse_lsn(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _natural(name: str) -> tuple[str, int]:
+    head = name.rstrip("0123456789")
+    tail = name[len(head):]
+    return (head, int(tail) if tail else 0)
+
+
+def _wait_pid(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
