@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +16,7 @@ from schemathesis.checks import not_a_server_error
 
 from postgres_ras.demo_app import create_app
 from postgres_ras.demo_app.app import MAX_CONTENT_LENGTH
+from postgres_ras.errors import ConfigError
 from tests.access.conftest import PgServer, wait_until
 
 pytestmark = pytest.mark.access
@@ -160,6 +162,9 @@ def test_writes_503_while_database_down_then_recover(
         assert resp.get_json()["status"] == "error"
         assert client.get("/api/puppies").status_code == 503
         assert client.get("/healthz").status_code == 503
+        # Outlast the pool's reconnect_timeout: recovery must not depend on its backoff.
+        time.sleep(4)
+        assert client.get("/api/puppies").status_code == 503
     finally:
         primary.start()
 
@@ -168,6 +173,12 @@ def test_writes_503_while_database_down_then_recover(
 
     wait_until(write_ok, 20, "writes to succeed again after the database came back", 0.5)
     assert any(p["name"] == "after-outage" for p in all_pups(client))
+
+
+def test_app_requires_a_dsn(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PUPPIES_DSN", raising=False)
+    with pytest.raises(ConfigError, match="PUPPIES_DSN"):
+        create_app()
 
 
 def test_app_on_read_only_server_waits_for_schema(primary: PgServer) -> None:

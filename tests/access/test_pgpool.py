@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from postgres_ras.local.access import endpoints, start_access, stop_access
+from postgres_ras.local.access import endpoints, reload_haproxy, start_access, stop_access
 from postgres_ras.local.layout import Layout, NodePorts
 from postgres_ras.local.procs import ProcessTable
 from tests.access.conftest import SUPERUSER, PgServer, _taken, free_port, wait_until
@@ -91,15 +91,19 @@ def controllers() -> Iterator[list[FakeController]]:
 
 
 @pytest.fixture(scope="module")
-def access(
-    scratch: Path, primary: PgServer, replica: PgServer, controllers: list[FakeController]
-) -> Iterator[tuple[Layout, ProcessTable]]:
-    layout = Layout(work_dir=scratch / "access", base_port=reserve_base_port())
-    table = ProcessTable(layout.run, layout.logs)
-    nodes = [
+def nodes(
+    primary: PgServer, replica: PgServer, controllers: list[FakeController]
+) -> list[NodePorts]:
+    return [
         NodePorts("node1", 1, primary.port, 0, controllers[0].port),
         NodePorts("node2", 2, replica.port, 0, controllers[1].port),
     ]
+
+
+@pytest.fixture(scope="module")
+def access(scratch: Path, nodes: list[NodePorts]) -> Iterator[tuple[Layout, ProcessTable]]:
+    layout = Layout(work_dir=scratch / "access", base_port=reserve_base_port())
+    table = ProcessTable(layout.run, layout.logs)
     try:
         start_access(layout, table, nodes, SUPERUSER)
         yield layout, table
@@ -188,6 +192,23 @@ def test_restarted_pgpool_does_not_remember_a_backend_down(
     with psycopg.connect(eps["pgpool"], connect_timeout=3, autocommit=True) as conn:
         rows = conn.execute("SHOW pool_nodes").fetchall()
     assert [r[3] for r in rows] == ["up", "up"], rows
+
+
+def test_reload_haproxy_after_scaling(
+    access: tuple[Layout, ProcessTable], nodes: list[NodePorts], primary: PgServer,
+    replica: PgServer,
+) -> None:  # fmt: skip
+    layout, table = access
+    eps = endpoints(layout, SUPERUSER)
+    before = table.get("haproxy")
+    reload_haproxy(layout, table, nodes[:1])  # scaled down to one node: reads by the primary
+    wait_until(lambda: one(eps["read"], "SELECT inet_server_port()") == primary.port, 10,
+               "reads to fall back to the only node")  # fmt: skip
+    reload_haproxy(layout, table, nodes)  # scaled up again
+    wait_until(lambda: one(eps["read"], "SELECT inet_server_port()") == replica.port, 10,
+               "reads to reach the replica again")  # fmt: skip
+    assert table.get("haproxy") == before  # reloaded in place, not restarted
+    assert one(eps["write"], "SELECT inet_server_port()") == primary.port
 
 
 def test_reads_served_by_the_primary_when_no_replica_is_up(

@@ -310,9 +310,21 @@ class DockerCluster:
         proc = docker("logs", "--tail", str(tail), container, check=False)
         return proc.stdout + proc.stderr
 
+    def postgres_log(self, node: str, tail: int = 60) -> str:
+        """The end of the postgres log the agent keeps beside PGDATA on the volume."""
+        proc = docker(
+            "run", "--rm", *self.labels, "-v", f"{self.volume(node)}:/var/lib/pgras:ro",
+            "--entrypoint", "sh", IMAGES["postgres"], "-c",
+            f"tail -n {tail} /var/lib/pgras/*.log",
+            check=False, timeout=60,
+        )  # fmt: skip
+        return proc.stdout + proc.stderr
+
     def dump_logs(self) -> None:
         for name in self.containers:
             print(f"\n===== docker logs {name} (last lines) =====\n{self.logs(name)}")
+        for node in NODES:
+            print(f"\n===== postgres log of {node} (last lines) =====\n{self.postgres_log(node)}")
 
     # -- cleanup ------------------------------------------------------------
     def remove_all(self) -> None:

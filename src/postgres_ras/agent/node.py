@@ -134,8 +134,8 @@ class Agent:
                 raise PostgresError("no data directory: clone first")
             if upstream is not None and control.was_primary:
                 try:
-                    self.pg.rewind(upstream)
-                    log.info("rewound former primary to follow %s:%s", upstream.host, upstream.port)
+                    out = self.pg.rewind(upstream)
+                    log.info("rewound former primary to follow %s:%s: %s", upstream.host, upstream.port, out)
                 except PostgresError as exc:
                     moved = self.pg.set_aside()
                     log.warning("rewind failed (%s); data set aside at %s, cloning afresh", exc, moved)

@@ -252,17 +252,27 @@ class Postgres:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             raise
 
-    def rewind(self, upstream: Upstream) -> None:
+    def rewind(self, upstream: Upstream) -> str:
         su = self.config.postgres.superuser
         source = conninfo(
             host=upstream.host, port=upstream.port, user=su.username, dbname="postgres",
             connect_timeout=3,
         )
-        self.run(
+        # pg_rewind reads the source's timeline from its control file, which a fresh
+        # promotion updates only at the next checkpoint: force one first.
+        try:
+            with psycopg.connect(source, password=su.password, autocommit=True) as conn:
+                conn.execute("CHECKPOINT")
+        except psycopg.Error as exc:
+            raise PostgresError(f"cannot checkpoint the rewind source: {exc}".strip()) from None
+        proc = self.run(
             ["pg_rewind", "-D", str(self.data_dir), f"--source-server={source}"],
             timeout=600,
             password=su.password,
         )
+        # pg_rewind's own verdict lines; the stand-alone backend's chatter is dropped.
+        output = [ln for ln in proc.stderr.splitlines() if ln.startswith("pg_rewind:")]
+        return " | ".join(output[-4:])
 
     # --- the postmaster --------------------------------------------------------
     def postmaster_pid(self) -> int | None:
@@ -358,6 +368,15 @@ class Postgres:
             row = conn.execute("SELECT pg_promote(true, %s)", (timeout,)).fetchone()
         if not row or not row[0]:
             raise PostgresError(f"promotion did not finish within {timeout}s")
+        # Record the new timeline in pg_control soon, so a former primary can pg_rewind.
+        threading.Thread(target=self._checkpoint_quietly, daemon=True).start()
+
+    def _checkpoint_quietly(self) -> None:
+        try:
+            with self.connect(timeout=5) as conn:
+                conn.execute("CHECKPOINT")
+        except PostgresError as exc:
+            log.warning("post-promotion checkpoint failed: %s", exc)
 
     def terminate_clients(self) -> int:
         with self.connect() as conn:

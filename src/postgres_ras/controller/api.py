@@ -10,9 +10,9 @@ from werkzeug.exceptions import HTTPException
 
 from postgres_ras.controller import metrics
 from postgres_ras.controller.ha import HA
-from postgres_ras.controller.state import Role
+from postgres_ras.controller.state import NodeView, Role
 from postgres_ras.dcs.base import Switchover
-from postgres_ras.errors import DCSError
+from postgres_ras.errors import AgentError, DCSError
 from postgres_ras.lsn import format_lsn
 
 
@@ -62,7 +62,16 @@ def create_app(ha: HA) -> Flask:
 
     @app.get("/status")
     def status() -> Any:
-        return jsonify(node_status(ha))
+        data = node_status(ha)
+        if request.args.get("fresh"):
+            # Live WAL position from the agent, for a switchover waiting on this replica.
+            try:
+                live = NodeView.from_status(ha.agent.status())
+            except (AgentError, ValueError, KeyError, TypeError) as exc:
+                return jsonify(error=f"agent unreachable: {exc}"), 503
+            data.update(role=live.role.value, running=live.running, streaming=live.streaming,
+                        lsn=format_lsn(live.lsn) if live.lsn is not None else None)
+        return jsonify(data)
 
     @app.get("/health")
     def health() -> Any:

@@ -25,7 +25,7 @@ from postgres_ras.controller.publisher import RolePublisher
 from postgres_ras.controller.state import (
     Action, Decision, NodeView, Observation, PeerView, Role, Settings,
 )
-from postgres_ras.dcs.base import Cluster
+from postgres_ras.dcs.base import Cluster, Switchover
 from postgres_ras.dcs.consul import ConsulDCS
 from postgres_ras.errors import AgentError, DCSError
 from postgres_ras.lsn import format_lsn, parse_lsn
@@ -282,7 +282,7 @@ class HA:
         deadline = self.clock() + SWITCHOVER_CATCHUP
         caught_up = False
         while checkpoint is not None and self.clock() < deadline:
-            peer = probe.probe_one(probe.Target(target.name, target.api_url), 0.5)
+            peer = probe.probe_one(probe.Target(target.name, target.api_url), 0.5, fresh=True)
             if peer.lsn is not None and peer.lsn > checkpoint:
                 caught_up = True
                 break
@@ -293,6 +293,8 @@ class HA:
             return f"switchover aborted: {d.target} did not receive the final WAL; staying primary"
         self.lease_deadline = None
         self._heartbeat()
+        # Name the target so that only it races for the lock we are about to free.
+        self.dcs.put("switchover", Switchover(self.config.name, d.target, time.time()).to_json())
         self.dcs.release_leader()
         return f"handed the leader lock to {d.target} after it received all WAL (switchover)"
 
@@ -368,6 +370,10 @@ class HA:
                 heart.start()
             remaining = o.settings.loop_wait - (self.clock() - t0)
             if remaining <= 0:
+                continue
+            if o.node is None or o.node.job:
+                # Waiting on the agent (starting up, or a job running): look again soon.
+                self.stop_event.wait(min(remaining, 0.1))
                 continue
             leading = self.snapshot.primary_ok
             if o.cluster is None or leading:

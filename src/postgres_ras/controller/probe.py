@@ -17,9 +17,11 @@ class Target:
     api_url: str
 
 
-def probe_one(target: Target, timeout: float) -> PeerView:
+def probe_one(target: Target, timeout: float, fresh: bool = False) -> PeerView:
+    """``fresh`` asks the peer to read its postgres now rather than report its last cycle."""
     try:
-        resp = requests.get(target.api_url.rstrip("/") + "/status", timeout=timeout)
+        url = target.api_url.rstrip("/") + "/status" + ("?fresh=1" if fresh else "")
+        resp = requests.get(url, timeout=timeout)
         data = resp.json()
         role = Role(data["role"]) if data.get("role") in {r.value for r in Role} else Role.UNKNOWN
         lsn = data.get("lsn")

@@ -22,6 +22,7 @@ from werkzeug.exceptions import HTTPException
 from postgres_ras.demo_app import db
 from postgres_ras.demo_app.openapi import openapi_document
 from postgres_ras.demo_app.validation import InputError, PuppyInput, parse_puppy
+from postgres_ras.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,11 @@ class Unavailable(Exception):
 def create_app(dsn: str | None = None, bootstrap: bool = True) -> Flask:
     """Build the app for the server ``dsn`` (default: env PUPPIES_DSN)."""
     server_dsn = dsn if dsn is not None else os.environ.get("PUPPIES_DSN", "")
+    if not server_dsn.strip():
+        raise ConfigError(
+            "PUPPIES_DSN is required: a libpq conninfo of the server, e.g. "
+            "'host=127.0.0.1 port=5432 user=postgres password=...'"
+        )
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -108,8 +114,6 @@ def create_app(dsn: str | None = None, bootstrap: bool = True) -> Flask:
     @app.post("/api/puppies")
     def create() -> Result:
         pup = parse_puppy(_body())
-        if pup.breed is not None:
-            raise RuntimeError("planted")
         run(
             lambda c: c.execute(
                 "INSERT INTO pups (name, breed, age, sex) VALUES (%s, %s, %s, %s)", pup.values()

@@ -1,0 +1,134 @@
+"""Fixtures that run a real local cluster: real PostgreSQL, real Consul, agents, controllers.
+
+Each test gets a fresh cluster in its own work directory under /tmp (0755,
+so the unprivileged postgres user can reach it when the tests run as
+root), on ports 26000-26350. The fixture stops every process it started, by
+PID, and on failure prints the tail of every log.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from postgres_ras.local.cluster import LocalCluster, MemberRow
+from postgres_ras.local.layout import Layout
+from postgres_ras.local.workload import multi_host_dsn
+
+BASE_PORT = int(os.environ.get("PGRAS_TEST_BASE_PORT", "26000"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+def dump_logs(work_dir: Path, lines: int = 60) -> None:
+    for log in sorted((work_dir / "logs").glob("*.log")) + sorted(work_dir.glob("nodes/*/*.log")):
+        print(f"\n===== {log} (last {lines} lines) =====")
+        print("\n".join(log.read_text(errors="replace").splitlines()[-lines:]))
+
+
+class Harness:
+    """A LocalCluster plus the small SQL helpers the tests share."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.c = cluster
+
+    @property
+    def user(self) -> str:
+        return self.c.superuser[0]
+
+    @property
+    def password(self) -> str:
+        return self.c.superuser[1]
+
+    def node_dsn(self, name: str) -> str:
+        port = self.c.layout.node(int(name.removeprefix("node"))).postgres
+        return (f"host=127.0.0.1 port={port} user={self.user} password={self.password} "
+                "dbname=postgres connect_timeout=1")
+
+    def writer_dsn(self) -> str:
+        hosts = [("127.0.0.1", p.postgres) for p in self.c.node_ports()]
+        return multi_host_dsn(hosts, self.user, self.password)
+
+    def sql(self, name: str, query: str) -> list[tuple[object, ...]]:
+        with psycopg.connect(self.node_dsn(name), autocommit=True) as conn:
+            return conn.execute(query).fetchall()
+
+    def is_writable(self, name: str) -> bool:
+        try:
+            with psycopg.connect(self.node_dsn(name), autocommit=True) as conn:
+                row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+                return row is not None and row[0] is False
+        except psycopg.Error:
+            return False
+
+    def leader(self) -> MemberRow:
+        row = self.c.leader()
+        assert row is not None, "no leader"
+        return row
+
+    def wait_for(self, what: str, check: Callable[[], bool], timeout: float) -> float:
+        """Poll ``check`` until true; returns the seconds it took; fails after ``timeout``."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            try:
+                if check():
+                    return time.monotonic() - start
+            except Exception:  # a check may hit a node mid-restart; keep polling
+                pass
+            time.sleep(0.1)
+        pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+
+    def wait_new_leader(self, old: str, timeout: float = 30.0) -> str:
+        holder: list[str] = []
+
+        def changed() -> bool:
+            row = self.c.leader()
+            if row is not None and row.name != old and row.role == "primary" and row.state == "running":
+                holder.append(row.name)
+                return True
+            return False
+
+        self.wait_for(f"a leader other than {old}", changed, timeout)
+        return holder[-1]
+
+    def writable_nodes(self) -> list[str]:
+        return [n for n in self.c.node_names() if self.is_writable(n)]
+
+
+@pytest.fixture
+def make_cluster(request: pytest.FixtureRequest) -> Iterator[Callable[..., Harness]]:
+    made: list[LocalCluster] = []
+
+    def make(nodes: int = 3, access: bool = False) -> Harness:
+        work = Path(tempfile.mkdtemp(prefix="pgras-it-", dir="/tmp"))
+        work.chmod(0o755)
+        cluster = LocalCluster(Layout(work, BASE_PORT))
+        made.append(cluster)
+        cluster.up(nodes=nodes, access=access, wait=90)
+        return Harness(cluster)
+
+    yield make
+    failed = getattr(request.node, "rep_call", None) is None or request.node.rep_call.failed
+    for cluster in made:
+        try:
+            cluster.down()
+        finally:
+            if failed:
+                dump_logs(cluster.layout.work_dir)
+            shutil.rmtree(cluster.layout.work_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster(make_cluster: Callable[..., Harness]) -> Harness:
+    return make_cluster(3)
