@@ -384,11 +384,16 @@ def consul_binary() -> str:
 
 
 @pytest.fixture(scope="session")
-def cluster(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[DockerCluster]:
+def docker_engine() -> None:
+    """A working engine and the four images (built when missing), or a skip."""
     ensure_docker()
     ensure_images()
+
+
+@pytest.fixture(scope="session")
+def cluster(
+    docker_engine: None, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DockerCluster]:
     consul = consul_binary()
     run_id = f"pgras-test-{uuid.uuid4().hex[:8]}"
     c = DockerCluster(run_id=run_id, network=run_id, workdir=tmp_path_factory.mktemp("images"))

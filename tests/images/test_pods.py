@@ -31,6 +31,7 @@ pytestmark = [pytest.mark.images, pytest.mark.timeout(420)]
 
 TABLE = "pgras_test_writes"
 FIGURES: dict[str, float] = {}
+LAST_ERROR: list[str] = []
 
 
 def figure(name: str, seconds: float) -> None:
@@ -48,7 +49,8 @@ def write(conninfo: str, seq: int, phase: str) -> str | None:
                 (seq, phase),
             ).fetchone()
             return str(row[0]) if row else None
-    except psycopg.Error:
+    except psycopg.Error as exc:
+        LAST_ERROR[:] = [f"seq {seq}: {str(exc).strip()}"]
         return None
 
 
@@ -116,6 +118,27 @@ class Writer:
             time.sleep(0.05)
 
 
+@pytest.fixture(scope="module")
+def writes_table(cluster: DockerCluster) -> str:
+    """The table the fault tests write into, created through pgpool."""
+    wait_healthy_cluster(cluster, timeout=180)
+
+    def create() -> bool:
+        try:
+            with psycopg.connect(cluster.pgpool_conninfo(), autocommit=True) as conn:
+                conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {TABLE} "
+                    "(seq bigint PRIMARY KEY, phase text NOT NULL, at timestamptz DEFAULT now())"
+                )
+            return True
+        except psycopg.Error as exc:
+            LAST_ERROR[:] = [str(exc)]
+            return False
+
+    wait_for(f"CREATE TABLE through pgpool (last error: {LAST_ERROR})", create, 60, 1.0)
+    return TABLE
+
+
 def test_bootstrap_primary_two_replicas_and_app(cluster: DockerCluster) -> None:
     """Item 1: one primary, two streaming replicas, the app answers through pgpool."""
     start = time.monotonic()
@@ -140,16 +163,50 @@ def test_bootstrap_primary_two_replicas_and_app(cluster: DockerCluster) -> None:
         cluster.app_url("/api/puppies"), {"name": "Docker", "breed": "Pod", "age": 1, "sex": "F"}
     )
     assert req[0] == 200, req
-    status, body = http_get(cluster.app_url("/api/puppies"))
-    assert status == 200 and any(p["name"] == "Docker" for p in body["data"]), body
 
-    # The table the fault tests write into, created through pgpool.
-    with psycopg.connect(cluster.pgpool_conninfo(), autocommit=True) as conn:
-        conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {TABLE} "
-            "(seq bigint PRIMARY KEY, phase text NOT NULL, at timestamptz DEFAULT now())"
-        )
-    assert write(cluster.pgpool_conninfo(), 1, "bootstrap") is not None
+    # Reads are balanced to the replicas (async): the row shows up within moments.
+    def app_reads_it() -> bool:
+        status, body = http_get(cluster.app_url("/api/puppies"))
+        return status == 200 and any(p["name"] == "Docker" for p in body["data"])
+
+    wait_for("the puppy written through the app to be read back", app_reads_it, 10, 0.2)
+
+
+@pytest.mark.parametrize("name", sorted(IMAGES))
+@pytest.mark.usefixtures("docker_engine")
+def test_image_metadata(name: str) -> None:
+    """Every image: non-root user, exec-form entry point under tini, a stop signal,
+    a HEALTHCHECK and the OCI labels."""
+    config = json.loads(docker("image", "inspect", "-f", "{{json .Config}}", IMAGES[name]).stdout)
+    assert config["User"] not in ("", "root", "0"), f"{name} runs as root"
+    assert config["Entrypoint"][0] == "/usr/bin/tini", config["Entrypoint"]
+    assert config["StopSignal"] in ("SIGTERM", "SIGINT"), config["StopSignal"]
+    assert config["Healthcheck"]["Test"][0] == "CMD", config["Healthcheck"]
+    labels = config["Labels"] or {}
+    for key in ("title", "description", "source", "licenses", "version"):
+        assert labels.get(f"org.opencontainers.image.{key}"), f"{name}: no {key} label"
+
+
+def test_healthchecks_report_healthy(cluster: DockerCluster) -> None:
+    """The images' HEALTHCHECKs pass on a working cluster."""
+    wait_healthy_cluster(cluster)
+    names = [cluster.agent(n) for n in NODES] + [cluster.controller(n) for n in NODES]
+    names += [f"{cluster.run_id}-pgpool", f"{cluster.run_id}-app"]
+
+    def unhealthy() -> list[str]:
+        out = []
+        for name in names:
+            health = docker("inspect", "-f", "{{.State.Health.Status}}", name).stdout.strip()
+            if health != "healthy":
+                out.append(f"{name}={health}")
+        return out
+
+    start = time.monotonic()
+    try:
+        wait_for("every container to report healthy", lambda: not unhealthy(), 60, 1.0)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {unhealthy()}") from None
+    figure("containers healthy (after bootstrap test)", time.monotonic() - start)
 
 
 def _post_json(url: str, payload: dict[str, Any]) -> tuple[int, Any]:
@@ -174,12 +231,13 @@ def _post_json(url: str, payload: dict[str, Any]) -> tuple[int, Any]:
 KILLED: dict[str, str] = {}
 
 
+@pytest.mark.usefixtures("writes_table")
 def test_kill_primary_pod_promotes_a_replica(cluster: DockerCluster) -> None:
     """Item 2: docker kill both containers of the primary pod; writes work again."""
     old, _ = wait_healthy_cluster(cluster)
     pgpool = cluster.pgpool_conninfo()
     for seq in range(100, 110):
-        assert write(pgpool, seq, "before-kill") is not None
+        assert write(pgpool, seq, "before-kill") is not None, LAST_ERROR
     # Let the replicas replay what was acknowledged (async replication).
     time.sleep(1)
 
@@ -218,6 +276,7 @@ def test_kill_primary_pod_promotes_a_replica(cluster: DockerCluster) -> None:
     )
 
 
+@pytest.mark.usefixtures("writes_table")
 def test_killed_pod_restarts_on_its_volume_as_replica(cluster: DockerCluster) -> None:
     """Item 3: the killed pod starts again on the same volume and rejoins as a replica."""
     node = KILLED.get("node")
@@ -243,6 +302,7 @@ def test_killed_pod_restarts_on_its_volume_as_replica(cluster: DockerCluster) ->
     wait_healthy_cluster(cluster, timeout=30)
 
 
+@pytest.mark.usefixtures("writes_table")
 def test_partitioned_primary_is_fenced_and_rejoins(cluster: DockerCluster) -> None:
     """Item 4: network-disconnect the primary pod: fenced, replaced; back as replica, no
     write acknowledged by the new primary is lost."""

@@ -62,7 +62,8 @@ class Harness:
 
     def sql(self, name: str, query: str) -> list[tuple[object, ...]]:
         with psycopg.connect(self.node_dsn(name), autocommit=True) as conn:
-            return conn.execute(query).fetchall()
+            cur = conn.execute(query)
+            return cur.fetchall() if cur.description is not None else []
 
     def is_writable(self, name: str) -> bool:
         try:

@@ -387,10 +387,11 @@ class Postgres:
         return len(rows)
 
     def ensure_slots(self, names: Sequence[str]) -> dict[str, list[str]]:
-        """Create the physical slots named, drop other inactive physical slots."""
+        """Create the physical slots named, drop the other physical slots once inactive."""
         wanted = set(names)
         created: list[str] = []
         dropped: list[str] = []
+        busy: list[str] = []
         with self.connect() as conn:
             rows = conn.execute(
                 "SELECT slot_name, active FROM pg_replication_slots WHERE slot_type = 'physical'"
@@ -400,10 +401,14 @@ class Postgres:
                 conn.execute("SELECT pg_create_physical_replication_slot(%s, true)", (name,))
                 created.append(name)
             for name, active in existing.items():
-                if name not in wanted and not active:
+                if name in wanted:
+                    continue
+                if active:  # its walsender has not noticed the member left yet
+                    busy.append(name)
+                else:
                     conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))
                     dropped.append(name)
-        return {"created": created, "dropped": dropped}
+        return {"created": created, "dropped": dropped, "busy": busy}
 
     def query_state(self) -> dict[str, Any]:
         """Role and WAL positions of the running server."""

@@ -129,9 +129,11 @@ def create_app(ha: HA) -> Flask:
         if not isinstance(data, dict):
             return jsonify(error="body must be a JSON object like {\"to\": \"node2\"}"), 400
         target = data.get("to")
-        o = ha.snapshot.observation
-        c = o.cluster if o else None
-        if c is None or c.leader is None:
+        try:
+            c = ha.dcs.get_cluster()  # fresh: a member may have joined since the last cycle
+        except DCSError as exc:
+            return jsonify(error=str(exc)), 503
+        if c.leader is None:
             return jsonify(error="no leader right now: nothing to switch over"), 503
         if target is not None:
             if not isinstance(target, str) or c.member(target) is None:

@@ -265,7 +265,8 @@ class HA:
         if wanted != self.slots:
             try:
                 result = self.agent.ensure_slots(wanted)
-                self.slots = wanted
+                # Slots still in use by a departed member are retried next cycle.
+                self.slots = None if result.get("busy") else wanted
                 if result.get("created") or result.get("dropped"):
                     log.info("replication slots: created %s, dropped %s",
                              result.get("created"), result.get("dropped"))
