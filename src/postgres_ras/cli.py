@@ -35,12 +35,28 @@ def _local(ctx: click.Context) -> Any:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--work-dir", type=click.Path(path_type=Path), envvar="PGRAS_WORK_DIR",
-              default=".pgras", show_default=True, help="Local cluster state, data and logs.")
-@click.option("--base-port", type=click.IntRange(1024, 60000), envvar="PGRAS_BASE_PORT",
-              default=None, help=f"First port of the local cluster [default: {DEFAULT_BASE_PORT}].")
-@click.option("--cluster", default="pgras", envvar="PGRAS_CLUSTER_NAME", show_default=True,
-              help="Cluster name (Consul prefix pgras/<cluster>/).")
+@click.option(
+    "--work-dir",
+    type=click.Path(path_type=Path),
+    envvar="PGRAS_WORK_DIR",
+    default=".pgras",
+    show_default=True,
+    help="Local cluster state, data and logs.",
+)
+@click.option(
+    "--base-port",
+    type=click.IntRange(1024, 60000),
+    envvar="PGRAS_BASE_PORT",
+    default=None,
+    help=f"First port of the local cluster [default: {DEFAULT_BASE_PORT}].",
+)
+@click.option(
+    "--cluster",
+    default="pgras",
+    envvar="PGRAS_CLUSTER_NAME",
+    show_default=True,
+    help="Cluster name (Consul prefix pgras/<cluster>/).",
+)
 @click.pass_context
 def main(ctx: click.Context, work_dir: Path, base_port: int | None, cluster: str) -> None:
     """postgres-ras: a resilient PostgreSQL cluster that heals itself."""
@@ -52,8 +68,13 @@ def _load_config(path: str | None) -> config_mod.NodeConfig:
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(), envvar="PGRAS_CONFIG",
-              help="Node config file (YAML); PGRAS_* variables override it.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(),
+    envvar="PGRAS_CONFIG",
+    help="Node config file (YAML); PGRAS_* variables override it.",
+)
 def agent(config_path: str | None) -> None:
     """Run the node agent (owns PGDATA and postgres)."""
     cfg = _load_config(config_path)
@@ -64,8 +85,13 @@ def agent(config_path: str | None) -> None:
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(), envvar="PGRAS_CONFIG",
-              help="Node config file (YAML); PGRAS_* variables override it.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(),
+    envvar="PGRAS_CONFIG",
+    help="Node config file (YAML); PGRAS_* variables override it.",
+)
 def controller(config_path: str | None) -> None:
     """Run the controller (HA loop, Consul, REST API)."""
     cfg = _load_config(config_path)
@@ -84,11 +110,20 @@ def check_config(path: str) -> None:
 
 
 @main.command()
-@click.option("--nodes", type=click.IntRange(1, 50), default=None,
-              help="Number of nodes [default: 3, or as before].")
+@click.option(
+    "--nodes",
+    type=click.IntRange(1, 50),
+    default=None,
+    help="Number of nodes [default: 3, or as before].",
+)
 @click.option("--no-access", is_flag=True, help="Do not start HAProxy, pgpool and the demo apps.")
-@click.option("--timeout", type=float, default=120.0, show_default=True,
-              help="Seconds to wait for a healthy cluster (0: do not wait).")
+@click.option(
+    "--timeout",
+    type=float,
+    default=120.0,
+    show_default=True,
+    help="Seconds to wait for a healthy cluster (0: do not wait).",
+)
 @click.pass_context
 def up(ctx: click.Context, nodes: int | None, no_access: bool, timeout: float) -> None:
     """Start the local cluster (or whatever part of it is not running)."""
@@ -118,27 +153,53 @@ def list_(ctx: click.Context, as_json: bool) -> None:
     _print_members(_local(ctx), as_json)
 
 
+TABLE_COLUMNS = (
+    ("Member", 8),
+    ("Host", 16),
+    ("Role", 8),
+    ("State", 14),
+    ("TL", 3),
+    ("Lag (bytes)", 11),
+)
+
+
+def _table_row(cells: list[str]) -> str:
+    return (
+        "| "
+        + " | ".join(f"{c:<{w}}" for c, (_, w) in zip(cells, TABLE_COLUMNS, strict=True))
+        + " |"
+    )
+
+
 def _print_members(cluster: Any, as_json: bool) -> None:
     rows = cluster.members()
     if as_json:
         click.echo(json.dumps([r.to_json() for r in rows], indent=2))
         return
-    header = f"| {'Member':<8} | {'Host':<16} | {'Role':<8} | {'State':<14} | {'TL':>3} | {'Lag (bytes)':>11} |"
-    line = "+" + "+".join("-" * (len(c) + 0) for c in header.split("|")[1:-1]) + "+"
+    line = "+" + "+".join("-" * (w + 2) for _, w in TABLE_COLUMNS) + "+"
     click.echo(line)
-    click.echo(header)
+    click.echo(_table_row([name for name, _ in TABLE_COLUMNS]))
     click.echo(line)
     for r in rows:
-        role = "Leader" if r.leader else r.role.capitalize()
-        state = "streaming" if r.streaming else r.state
-        lag = "" if r.lag is None else str(r.lag)
-        tl = "" if r.timeline is None else str(r.timeline)
-        click.echo(f"| {r.name:<8} | {r.host + ':' + str(r.port):<16} | {role:<8} | {state:<14} | {tl:>3} | {lag:>11} |")
+        click.echo(
+            _table_row(
+                [
+                    r.name,
+                    f"{r.host}:{r.port}",
+                    "Leader" if r.leader else r.role.capitalize(),
+                    "streaming" if r.streaming else r.state,
+                    "" if r.timeline is None else str(r.timeline),
+                    "" if r.lag is None else str(r.lag),
+                ]
+            )
+        )
     click.echo(line)
 
 
 @main.command()
-@click.option("--to", "target", default=None, help="Member to hand over to [default: best replica].")
+@click.option(
+    "--to", "target", default=None, help="Member to hand over to [default: best replica]."
+)
 @click.pass_context
 def switchover(ctx: click.Context, target: str | None) -> None:
     """Planned switchover: hand leadership to a replica without losing writes."""
@@ -159,8 +220,13 @@ def scale(ctx: click.Context, nodes: int) -> None:
 @main.command()
 @click.argument("node", required=False)
 @click.option("--primary", is_flag=True, help="Kill whichever node is the primary.")
-@click.option("--signal", "sig", type=click.Choice(["KILL", "STOP", "CONT", "TERM"]),
-              default="KILL", show_default=True)
+@click.option(
+    "--signal",
+    "sig",
+    type=click.Choice(["KILL", "STOP", "CONT", "TERM"]),
+    default="KILL",
+    show_default=True,
+)
 @click.pass_context
 def kill(ctx: click.Context, node: str | None, primary: bool, sig: str) -> None:
     """Kill (or freeze with STOP, resume with CONT) a node's processes."""

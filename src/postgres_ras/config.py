@@ -33,13 +33,25 @@ class Credentials(_Model):
     password: str = Field(min_length=1)
 
 
+# Field defaults rather than instance defaults, so that overriding only the password
+# (PGRAS_POSTGRES__SUPERUSER__PASSWORD from a Secret) keeps the default username.
+class SuperuserCredentials(Credentials):
+    username: str = "postgres"
+    password: str = Field(default="postgres", min_length=1)
+
+
+class ReplicationCredentials(Credentials):
+    username: str = "replicator"
+    password: str = Field(default="replicator", min_length=1)
+
+
 class PostgresSettings(_Model):
     listen: str = "127.0.0.1"
     host: str = "127.0.0.1"
     port: int = Field(default=5432, ge=1, le=65535)
     parameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
-    superuser: Credentials = Credentials(username="postgres", password="postgres")
-    replication: Credentials = Credentials(username="replicator", password="replicator")
+    superuser: SuperuserCredentials = SuperuserCredentials()
+    replication: ReplicationCredentials = ReplicationCredentials()
     # Clients allowed to connect (pg_hba.conf addresses), besides loopback.
     allow_networks: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
 
@@ -130,7 +142,8 @@ class NodeConfig(_Model):
         if self.agent.fence_timeout >= self.ha.ttl:
             raise ValueError(
                 f"agent.fence_timeout ({self.agent.fence_timeout}) must be below ha.ttl "
-                f"({self.ha.ttl}): the agent must fence before a replica may take over"
+                f"({self.ha.ttl}): the agent must fence before a replica may take over "
+                "(PGRAS_AGENT__FENCE_TIMEOUT, PGRAS_HA__TTL)"
             )
         return self
 
@@ -146,15 +159,28 @@ def slot_name(member: str) -> str:
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key, value in environ.items():
+    # Sorted: PGRAS_HA comes before PGRAS_HA__TTL, so the finer variable wins.
+    for key, value in sorted(environ.items()):
         if not key.startswith(ENV_PREFIX) or key == "PGRAS_CONFIG":
             continue
         path = [p.lower() for p in key[len(ENV_PREFIX) :].split("__") if p]
+        if not path:
+            continue
+        parsed: Any = value
+        if value.strip().startswith(("{", "[")):
+            try:
+                parsed = yaml.safe_load(value)
+            except yaml.YAMLError as exc:
+                first = str(exc).splitlines()[0]
+                raise ConfigError(f"{key} is not a valid JSON list or mapping: {first}") from None
         node = out
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        if path:
-            node[path[-1]] = yaml.safe_load(value) if value.strip().startswith(("{", "[")) else value
+        for depth, part in enumerate(path[:-1], 1):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                section = ENV_PREFIX + "__".join(p.upper() for p in path[:depth])
+                raise ConfigError(f"{key} sets a field of {section}, which is not a mapping")
+            node = child
+        node[path[-1]] = parsed
     return out
 
 
@@ -174,11 +200,14 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
         field = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         env = ENV_PREFIX + "__".join(str(p).upper() for p in err["loc"])
-        lines.append(f"  {field}: {msg} (set it in the file or with {env}=...)")
+        hint = f" (set it in the file or with {env}=...)" if err["loc"] else ""
+        lines.append(f"  {field}: {msg}{hint}")
     return "\n".join(lines)
 
 
-def load(path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None) -> NodeConfig:
+def load(
+    path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None
+) -> NodeConfig:
     """Read a node config file (may be None) and apply PGRAS_* overrides."""
     environ = os.environ if environ is None else environ
     data: dict[str, Any] = {}
@@ -188,15 +217,21 @@ def load(path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None 
     if path is not None:
         source = str(path)
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"config file {path} is not UTF-8 text (byte {exc.start}: {exc.reason})"
+            ) from None
         try:
             loaded = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
         if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping, not {type(loaded).__name__}")
+            raise ConfigError(
+                f"config file {path} must hold a mapping, not {type(loaded).__name__}"
+            )
         data = loaded
     data = _merge(data, _env_overrides(environ))
     try:
@@ -206,4 +241,4 @@ def load(path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None 
 
 
 def dump(config: NodeConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    return str(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

@@ -53,8 +53,10 @@ class Harness:
 
     def node_dsn(self, name: str) -> str:
         port = self.c.layout.node(int(name.removeprefix("node"))).postgres
-        return (f"host=127.0.0.1 port={port} user={self.user} password={self.password} "
-                "dbname=postgres connect_timeout=1")
+        return (
+            f"host=127.0.0.1 port={port} user={self.user} password={self.password} "
+            "dbname=postgres connect_timeout=1"
+        )
 
     def writer_dsn(self) -> str:
         hosts = [("127.0.0.1", p.postgres) for p in self.c.node_ports()]
@@ -95,7 +97,12 @@ class Harness:
 
         def changed() -> bool:
             row = self.c.leader()
-            if row is not None and row.name != old and row.role == "primary" and row.state == "running":
+            if (
+                row is not None
+                and row.name != old
+                and row.role == "primary"
+                and row.state == "running"
+            ):
                 holder.append(row.name)
                 return True
             return False

@@ -19,8 +19,13 @@ from tests.integration.conftest import Harness
 
 
 def _pgras(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "postgres_ras", *args], capture_output=True,
-                          text=True, timeout=30, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "postgres_ras", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
 
 
 def test_invalid_config_is_refused_naming_the_field(tmp_path: Path) -> None:
@@ -48,8 +53,9 @@ def test_consul_unreachable_at_start_is_retried_without_crashing(tmp_path: Path)
         "controller:\n  port: 26398\n  agent_url: http://127.0.0.1:26397\n"
     )
     table = ProcessTable(tmp_path / "run", tmp_path / "logs")
-    proc = table.start("controller", [sys.executable, "-m", "postgres_ras", "controller",
-                                      "--config", str(cfg)])
+    proc = table.start(
+        "controller", [sys.executable, "-m", "postgres_ras", "controller", "--config", str(cfg)]
+    )
     try:
         time.sleep(4.0)
         assert table.get("controller") is not None, "controller exited"
@@ -63,9 +69,17 @@ def test_consul_unreachable_at_start_is_retried_without_crashing(tmp_path: Path)
 
 
 class _LyingPeer(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server API)
-        body = json.dumps({"role": "replica", "running": True, "primary_ok": False,
-                           "timeline": 1, "lsn": "FFFF/FFFFFFFF", "streaming": True}).encode()
+    def do_GET(self) -> None:
+        body = json.dumps(
+            {
+                "role": "replica",
+                "running": True,
+                "primary_ok": False,
+                "timeline": 1,
+                "lsn": "FFFF/FFFFFFFF",
+                "streaming": True,
+            }
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
@@ -84,15 +98,28 @@ def lying_peer() -> tuple[str, int]:
     server.shutdown()
 
 
-def test_member_reporting_nonsense_is_not_promoted(cluster: Harness, lying_peer: tuple[str, int]) -> None:
+def test_member_reporting_nonsense_is_not_promoted(
+    cluster: Harness, lying_peer: tuple[str, int]
+) -> None:
     kv = consul_client(cluster.c.layout.consul_url).kv
     prefix = "pgras/pgras/members/"
     # A member whose key is garbage, and one whose API claims an absurd WAL position.
     kv.put(prefix + "garbage", "{not json")
-    kv.put(prefix + "liar", json.dumps({
-        "api_url": f"http://{lying_peer[0]}:{lying_peer[1]}", "conn_host": "127.0.0.1",
-        "conn_port": 26391, "role": "replica", "state": "running", "timeline": 1,
-        "lsn": "FFFF/FFFFFFFF", "tags": {}}))
+    kv.put(
+        prefix + "liar",
+        json.dumps(
+            {
+                "api_url": f"http://{lying_peer[0]}:{lying_peer[1]}",
+                "conn_host": "127.0.0.1",
+                "conn_port": 26391,
+                "role": "replica",
+                "state": "running",
+                "timeline": 1,
+                "lsn": "FFFF/FFFFFFFF",
+                "tags": {},
+            }
+        ),
+    )
     old = cluster.leader().name
     cluster.c.kill(old, signal.SIGKILL)
     new = cluster.wait_new_leader(old, timeout=30)

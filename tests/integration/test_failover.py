@@ -17,17 +17,28 @@ def test_kill_primary_fails_over_and_old_primary_rejoins_as_replica(cluster: Har
         killed_at = time.monotonic()
         cluster.c.kill(old, signal.SIGKILL)
         new = cluster.wait_new_leader(old, timeout=30)
-        cluster.wait_for("writes to resume", lambda: writer.result.acked[-1:] != [] and
-                         writer.result.gaps[-1:] != [] and writer.result.gaps[-1][0] >= killed_at - 1,
-                         timeout=30)
+        cluster.wait_for(
+            "writes to resume",
+            lambda: (
+                writer.result.acked[-1:] != []
+                and writer.result.gaps[-1:] != []
+                and writer.result.gaps[-1][0] >= killed_at - 1
+            ),
+            timeout=30,
+        )
         time.sleep(0.5)
     outage = writer.result.outage_after(killed_at)
-    print(f"failover: {old} -> {new}, write outage {outage:.2f}s, {len(writer.result.acked)} writes")
+    print(
+        f"failover: {old} -> {new}, write outage {outage:.2f}s, {len(writer.result.acked)} writes"
+    )
     assert outage < 30
     others = [n for n in cluster.c.node_names() if n not in (old, new)]
     for name in others:
-        cluster.wait_for(f"{name} to stream from {new}", lambda n=name: any(
-            r.name == n and r.streaming for r in cluster.c.members()), timeout=20)
+        cluster.wait_for(
+            f"{name} to stream from {new}",
+            lambda n=name: any(r.name == n and r.streaming for r in cluster.c.members()),
+            timeout=20,
+        )
     assert cluster.writable_nodes() == [new]
 
     # Rejoin: restart the killed node; it must never be writable, and must stream.
@@ -44,8 +55,13 @@ def test_kill_primary_fails_over_and_old_primary_rejoins_as_replica(cluster: Har
     watcher.start()
     started = time.monotonic()
     cluster.c.up(access=False, wait=0)
-    took = cluster.wait_for(f"{old} to stream from {new}", lambda: any(
-        r.name == old and r.streaming and r.role == "replica" for r in cluster.c.members()), 30)
+    took = cluster.wait_for(
+        f"{old} to stream from {new}",
+        lambda: any(
+            r.name == old and r.streaming and r.role == "replica" for r in cluster.c.members()
+        ),
+        30,
+    )
     stop.set()
     watcher.join()
     print(f"rejoin: {old} streaming {time.monotonic() - started:.2f}s after restart ({took:.2f}s)")
@@ -66,13 +82,19 @@ def test_failover_picks_the_most_advanced_replica(cluster: Harness) -> None:
     cluster.c.kill(lagging, signal.SIGSTOP)  # its walreceiver stops receiving
     try:
         cluster.sql(old, "INSERT INTO filler SELECT generate_series(1, 20000)")
-        cluster.wait_for(f"{ahead} to receive the filler", lambda: cluster.sql(
-            ahead, "SELECT count(*) FROM filler")[0][0] == 20000, timeout=20)
+        cluster.wait_for(
+            f"{ahead} to receive the filler",
+            lambda: cluster.sql(ahead, "SELECT count(*) FROM filler")[0][0] == 20000,
+            timeout=20,
+        )
         cluster.c.kill(old, signal.SIGKILL)
     finally:
         cluster.c.kill(lagging, signal.SIGCONT)
     new = cluster.wait_new_leader(old, timeout=30)
     assert new == ahead
-    cluster.wait_for(f"{lagging} to follow {new}", lambda: any(
-        r.name == lagging and r.streaming for r in cluster.c.members()), timeout=30)
+    cluster.wait_for(
+        f"{lagging} to follow {new}",
+        lambda: any(r.name == lagging and r.streaming for r in cluster.c.members()),
+        timeout=30,
+    )
     assert cluster.sql(lagging, "SELECT count(*) FROM filler")[0][0] == 20000

@@ -22,12 +22,19 @@ def test_switchover_loses_no_acknowledged_write(cluster: Harness) -> None:
     assert (before, after) == (old, target)
     outage = writer.result.outage_after(started)
     missing = lost_writes(cluster.node_dsn(target), writer.result.acked)
-    print(f"switchover {old} -> {target}: outage {outage:.2f}s, "
-          f"{len(writer.result.acked)} acknowledged, {len(missing)} lost")
+    print(
+        f"switchover {old} -> {target}: outage {outage:.2f}s, "
+        f"{len(writer.result.acked)} acknowledged, {len(missing)} lost"
+    )
     assert missing == []
     assert outage < 5
-    cluster.wait_for(f"{old} to stream from {target}", lambda: any(
-        r.name == old and r.role == "replica" and r.streaming for r in cluster.c.members()), 20)
+    cluster.wait_for(
+        f"{old} to stream from {target}",
+        lambda: any(
+            r.name == old and r.role == "replica" and r.streaming for r in cluster.c.members()
+        ),
+        20,
+    )
     assert cluster.writable_nodes() == [target]
 
 

@@ -177,6 +177,13 @@ CASES = [
         id="agent-down-leader",
     ),
     C(obs(None, None), Action.WAIT, ["agent unreachable"], id="agent-and-consul-down"),
+    # A failed bootstrap must free the lock so another member can initialize.
+    C(
+        obs(empty(job_error="initdb failed"), i_lead(initialize=PENDING_INIT)),
+        Action.RELEASE,
+        ["releasing the leader lock", "bootstrap failed"],
+        id="failed-bootstrap-releases",
+    ),
     # A long job runs: nothing else is attempted, whatever the cluster says.
     C(obs(stopped(job="clone"), cluster()), Action.WAIT, ["clone in progress"], id="job-clone"),
     C(
@@ -751,15 +758,6 @@ def test_replica_races(o: Observation) -> None:
     assert "racing" in d.reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "BUG decide.plausible(): a peer on a *newer* timeline is ignored like one on an older "
-        "timeline, so a replica left on an old timeline (a former primary whose rewind never "
-        "ran) races against replicas that followed a later promotion"
-    ),
-)
 def test_peer_on_newer_timeline_disqualifies_me() -> None:
     o = race(
         node=replica(timeline=1, streaming=False), peers=(peer("n3", lsn=LSN + 1, timeline=2),)
@@ -946,28 +944,10 @@ def test_plausible(p: PeerView, o: Observation, expected: bool) -> None:
 # --- safety rules around the stored state ---------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "BUG decide(): the system-id check returns WAIT before the 'primary without the lock "
-        "demotes' rule, so a running primary with a foreign data directory stays writable while "
-        "another member holds the lock (only the agent fence would stop it)"
-    ),
-)
 def test_foreign_primary_without_lock_demotes() -> None:
     assert decide(obs(primary(sysid=OTHER_SYSID), cluster())).action is Action.DEMOTE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "BUG decide(): a lock holder without data and without a running job (its bootstrap "
-        "failed; node.job_error is never looked at) waits forever and keeps the lock, so no "
-        "member can ever bootstrap or take over"
-    ),
-)
 def test_failed_bootstrap_gives_the_lock_up() -> None:
     o = obs(empty(job_error="initdb failed: exit status 1"), i_lead(initialize=PENDING_INIT))
     assert decide(o).action is not Action.WAIT

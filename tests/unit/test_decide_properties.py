@@ -504,9 +504,6 @@ def test_primary_facing_another_lock_demotes(o: Observation) -> None:
     # Not covered: a job in progress (the agent refuses a stop during a job, so the
     # decision waits) and my previous session's lock (TAKE_OVER instead).
     assume(not i_lead(o) and not my_stale_lock(o))
-    # A foreign data directory returns WAIT first: the bug that
-    # test_decide.py::test_foreign_primary_without_lock_demotes records.
-    assume(not foreign_data(o))
     d = decide(o)
     assert d.action is Action.DEMOTE, d.reason
     assert "demoting" in d.reason

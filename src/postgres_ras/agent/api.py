@@ -33,13 +33,13 @@ def _upstream(data: dict[str, Any], required: bool) -> Upstream | None:
     raw = data.get("upstream")
     if raw is None:
         if required:
-            raise BadRequest("field 'upstream' is required: {\"host\": ..., \"port\": ...}")
+            raise BadRequest('field \'upstream\' is required: {"host": ..., "port": ...}')
         return None
     try:
         port = int(raw["port"])
         host = str(raw["host"])
     except (KeyError, TypeError, ValueError):
-        raise BadRequest("field 'upstream' must be {\"host\": str, \"port\": int}") from None
+        raise BadRequest('field \'upstream\' must be {"host": str, "port": int}') from None
     if not host or not 0 < port < 65536:
         raise BadRequest("field 'upstream' has an empty host or a port out of range")
     return Upstream(host, port)

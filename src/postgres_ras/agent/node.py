@@ -50,7 +50,9 @@ class Busy(Exception):
 
 
 class Agent:
-    def __init__(self, config: NodeConfig, pg: Postgres, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, config: NodeConfig, pg: Postgres, clock: Callable[[], float] = time.monotonic
+    ):
         self.config = config
         self.pg = pg
         self.clock = clock
@@ -135,10 +137,17 @@ class Agent:
             if upstream is not None and control.was_primary:
                 try:
                     out = self.pg.rewind(upstream)
-                    log.info("rewound former primary to follow %s:%s: %s", upstream.host, upstream.port, out)
+                    log.info(
+                        "rewound former primary to follow %s:%s: %s",
+                        upstream.host,
+                        upstream.port,
+                        out,
+                    )
                 except PostgresError as exc:
                     moved = self.pg.set_aside()
-                    log.warning("rewind failed (%s); data set aside at %s, cloning afresh", exc, moved)
+                    log.warning(
+                        "rewind failed (%s); data set aside at %s, cloning afresh", exc, moved
+                    )
                     self.pg.basebackup(upstream)
             self.pg.write_config(upstream, standby=True)
             self._start(primary=False)

@@ -95,7 +95,10 @@ def render_pgras_conf(
 def render_pg_hba(config: NodeConfig) -> str:
     rep = config.postgres.replication.username
     nets = list(dict.fromkeys(["127.0.0.1/32", "::1/128", *config.postgres.allow_networks]))
-    lines = ["# Written by the pgras agent; changes are overwritten.", "# TYPE DB USER ADDRESS METHOD"]
+    lines = [
+        "# Written by the pgras agent; changes are overwritten.",
+        "# TYPE DB USER ADDRESS METHOD",
+    ]
     for net in nets:
         lines.append(f"host replication {rep} {net} scram-sha-256")
         lines.append(f"host all all {net} scram-sha-256")

@@ -123,7 +123,9 @@ class Postgres:
             return "(no log)"
 
     @contextlib.contextmanager
-    def connect(self, timeout: float = 3.0, dbname: str = "postgres") -> Iterator[psycopg.Connection[Any]]:
+    def connect(
+        self, timeout: float = 3.0, dbname: str = "postgres"
+    ) -> Iterator[psycopg.Connection[Any]]:
         su = self.config.postgres.superuser
         try:
             conn = psycopg.connect(
@@ -214,8 +216,16 @@ class Postgres:
         try:
             self.run(
                 [
-                    "initdb", "-D", str(self.data_dir), "-U", su.username,
-                    f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8", "--locale=C",
+                    "initdb",
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    su.username,
+                    f"--pwfile={pwfile}",
+                    "--auth=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
                 ],
                 timeout=120,
             )
@@ -241,9 +251,20 @@ class Postgres:
         try:
             self.run(
                 [
-                    "pg_basebackup", "-D", str(self.data_dir), "-h", upstream.host,
-                    "-p", str(upstream.port), "-U", rep.username, "-X", "stream",
-                    "-c", "fast", "--no-password",
+                    "pg_basebackup",
+                    "-D",
+                    str(self.data_dir),
+                    "-h",
+                    upstream.host,
+                    "-p",
+                    str(upstream.port),
+                    "-U",
+                    rep.username,
+                    "-X",
+                    "stream",
+                    "-c",
+                    "fast",
+                    "--no-password",
                 ],
                 timeout=3600,
                 password=rep.password,
@@ -255,7 +276,10 @@ class Postgres:
     def rewind(self, upstream: Upstream) -> str:
         su = self.config.postgres.superuser
         source = conninfo(
-            host=upstream.host, port=upstream.port, user=su.username, dbname="postgres",
+            host=upstream.host,
+            port=upstream.port,
+            user=su.username,
+            dbname="postgres",
             connect_timeout=3,
         )
         # pg_rewind reads the source's timeline from its control file, which a fresh
@@ -324,8 +348,12 @@ class Postgres:
         su = self.config.postgres.superuser
         try:
             with psycopg.connect(
-                host=self.local_host, port=self.config.postgres.port, user=su.username,
-                password=su.password, dbname="postgres", connect_timeout=1,
+                host=self.local_host,
+                port=self.config.postgres.port,
+                user=su.username,
+                password=su.password,
+                dbname="postgres",
+                connect_timeout=1,
             ):
                 return True
         except psycopg.Error:
@@ -339,7 +367,9 @@ class Postgres:
                 return False
             os.kill(pid, STOP_SIGNALS[mode])
             if not self._wait_stopped(pid, timeout) and mode != "immediate":
-                log.warning("postgres did not stop within %.0fs (%s); forcing immediate", timeout, mode)
+                log.warning(
+                    "postgres did not stop within %.0fs (%s); forcing immediate", timeout, mode
+                )
                 os.kill(pid, signal.SIGQUIT)
                 self._wait_stopped(pid, 10)
             if self.postmaster_pid() is not None:
@@ -421,9 +451,15 @@ class Postgres:
                     "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
                 ).fetchone()
                 assert row is not None
-                return {"role": "primary", "lsn": parse_lsn(row[0]), "timeline": row[1],
-                        "receive_lsn": None, "replay_lsn": None, "streaming": False,
-                        "sender": None}
+                return {
+                    "role": "primary",
+                    "lsn": parse_lsn(row[0]),
+                    "timeline": row[1],
+                    "receive_lsn": None,
+                    "replay_lsn": None,
+                    "streaming": False,
+                    "sender": None,
+                }
             row = conn.execute(
                 "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, "
                 "(SELECT timeline_id FROM pg_control_checkpoint())"

@@ -33,7 +33,10 @@ def run(config: NodeConfig) -> int:
     fence.start()
     log.info(
         "agent listening on %s:%d, data %s, postgres %s",
-        config.agent.listen, config.agent.port, config.data_dir, pg.bin_dir,
+        config.agent.listen,
+        config.agent.port,
+        config.data_dir,
+        pg.bin_dir,
     )
     stop.wait()
     agent.close()

@@ -16,8 +16,13 @@ class AgentClient:
         self.timeout = timeout
         self.http = requests.Session()
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None,
-              timeout: float | None = None) -> dict[str, Any]:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
         try:
             resp = self.http.request(
                 method, self.base_url + path, json=body, timeout=timeout or self.timeout
@@ -50,7 +55,9 @@ class AgentClient:
         self._call("POST", "/start", {"role": "primary"})
 
     def start_replica(self, upstream: Member | None) -> None:
-        self._call("POST", "/start", {"role": "replica", "upstream": _up(upstream) if upstream else None})
+        self._call(
+            "POST", "/start", {"role": "replica", "upstream": _up(upstream) if upstream else None}
+        )
 
     def promote(self) -> None:
         self._call("POST", "/promote", timeout=35)

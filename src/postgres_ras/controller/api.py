@@ -69,8 +69,12 @@ def create_app(ha: HA) -> Flask:
                 live = NodeView.from_status(ha.agent.status())
             except (AgentError, ValueError, KeyError, TypeError) as exc:
                 return jsonify(error=f"agent unreachable: {exc}"), 503
-            data.update(role=live.role.value, running=live.running, streaming=live.streaming,
-                        lsn=format_lsn(live.lsn) if live.lsn is not None else None)
+            data.update(
+                role=live.role.value,
+                running=live.running,
+                streaming=live.streaming,
+                lsn=format_lsn(live.lsn) if live.lsn is not None else None,
+            )
         return jsonify(data)
 
     @app.get("/health")
@@ -85,13 +89,17 @@ def create_app(ha: HA) -> Flask:
     @app.get("/replica")
     def replica() -> Any:
         o = ha.snapshot.observation
-        ok = bool(o and o.node and o.node.running and o.node.role is Role.REPLICA and o.node.streaming)
+        ok = bool(
+            o and o.node and o.node.running and o.node.role is Role.REPLICA and o.node.streaming
+        )
         raw = request.args.get("lag")
         if ok and raw is not None:
             try:
                 bound = int(raw)
             except ValueError:
-                return jsonify(error="query parameter 'lag' must be an integer number of bytes"), 400
+                return jsonify(
+                    error="query parameter 'lag' must be an integer number of bytes"
+                ), 400
             lag = replica_lag(ha)
             ok = lag is not None and lag <= bound
         return answer(ok)
@@ -107,15 +115,23 @@ def create_app(ha: HA) -> Flask:
             leader=c.leader.name if c.leader else None,
             initialize=c.initialize,
             members=[
-                {"name": m.name, "api_url": m.api_url, "host": m.conn_host, "port": m.conn_port,
-                 "role": m.role, "state": m.state, "timeline": m.timeline,
-                 "lsn": format_lsn(m.lsn) if m.lsn is not None else None,
-                 "leader": bool(c.leader and c.leader.name == m.name)}
+                {
+                    "name": m.name,
+                    "api_url": m.api_url,
+                    "host": m.conn_host,
+                    "port": m.conn_port,
+                    "role": m.role,
+                    "state": m.state,
+                    "timeline": m.timeline,
+                    "lsn": format_lsn(m.lsn) if m.lsn is not None else None,
+                    "leader": bool(c.leader and c.leader.name == m.name),
+                }
                 for m in c.members
             ],
             invalid_members=list(c.invalid_members),
-            switchover=({"from": c.switchover.source, "to": c.switchover.target}
-                        if c.switchover else None),
+            switchover=(
+                {"from": c.switchover.source, "to": c.switchover.target} if c.switchover else None
+            ),
             history=list(c.history[-10:]),
         )
 
@@ -127,7 +143,7 @@ def create_app(ha: HA) -> Flask:
     def switchover() -> Any:
         data = request.get_json(silent=True) or {}
         if not isinstance(data, dict):
-            return jsonify(error="body must be a JSON object like {\"to\": \"node2\"}"), 400
+            return jsonify(error='body must be a JSON object like {"to": "node2"}'), 400
         target = data.get("to")
         try:
             c = ha.dcs.get_cluster()  # fresh: a member may have joined since the last cycle

@@ -24,16 +24,27 @@ SWITCHOVER_TIMEOUT = 30.0
 PENDING_INIT = "pending"
 
 
-def _d(action: Action, reason: str, upstream: Member | None = None, target: str | None = None) -> Decision:
+def _d(
+    action: Action, reason: str, upstream: Member | None = None, target: str | None = None
+) -> Decision:
     return Decision(action, reason, upstream, target)
 
 
 def plausible(peer: PeerView, o: Observation) -> bool:
     if peer.lsn is None or peer.lsn < 0:
         return False
-    if o.node is not None and o.node.timeline and peer.timeline and peer.timeline != o.node.timeline:
+    if (
+        o.node is not None
+        and o.node.timeline
+        and peer.timeline
+        # An older timeline may hold WAL a promotion abandoned: not comparable. A newer
+        # one is not ignored: that peer followed a promotion I missed.
+        and peer.timeline < o.node.timeline
+    ):
         return False
-    ceiling = o.last_leader_lsn if o.last_leader_lsn is not None else (o.node.lsn if o.node else None)
+    ceiling = (
+        o.last_leader_lsn if o.last_leader_lsn is not None else (o.node.lsn if o.node else None)
+    )
     return ceiling is None or peer.lsn <= ceiling + PLAUSIBLE_AHEAD
 
 
@@ -68,7 +79,11 @@ def why_not_race(o: Observation) -> str | None:
     for peer in o.peers:
         if not peer.reachable or peer.nofailover or peer.role is not Role.REPLICA:
             continue
-        if plausible(peer, o) and (peer.lsn or 0) > node.lsn:
+        if not plausible(peer, o):
+            continue
+        if node.timeline and peer.timeline and peer.timeline > node.timeline:
+            return f"{peer.name} is on a newer timeline ({peer.timeline} > {node.timeline})"
+        if (peer.lsn or 0) > node.lsn:
             return f"{peer.name} is more advanced ({peer.lsn} > {node.lsn})"
     return None
 
@@ -79,7 +94,9 @@ def decide(o: Observation) -> Decision:
     i_lead = leader is not None and o.session is not None and leader.session == o.session
     if node is None:
         if i_lead:
-            return _d(Action.WAIT, "agent unreachable: keeping the leader lock, postgres may still run")
+            return _d(
+                Action.WAIT, "agent unreachable: keeping the leader lock, postgres may still run"
+            )
         return _d(Action.WAIT, "agent unreachable: cannot observe postgres")
     primary = node.running and node.role is Role.PRIMARY
     if node.job:
@@ -90,22 +107,51 @@ def decide(o: Observation) -> Decision:
         if primary:
             return _d(Action.WAIT, "Consul unreachable: staying primary while the lease lasts")
         return _d(Action.WAIT, "Consul unreachable: keeping the current role")
-    if cluster.initialize not in (None, PENDING_INIT) and node.sysid and node.sysid != cluster.initialize:
+    if (
+        cluster.initialize not in (None, PENDING_INIT)
+        and node.sysid
+        and node.sysid != cluster.initialize
+    ):
+        if primary and not i_lead:
+            return _d(
+                Action.DEMOTE,
+                f"demoting: data directory belongs to another cluster (system id {node.sysid}, "
+                f"cluster {cluster.initialize}) and I do not hold the leader lock",
+            )
         return _d(
             Action.WAIT,
             f"data directory belongs to another cluster (system id {node.sysid}, "
             f"cluster {cluster.initialize}): refusing to join; move it away to re-clone",
         )
-    if leader is not None and not i_lead and leader.name == o.me and leader.session in o.stale_sessions:
+    if (
+        leader is not None
+        and not i_lead
+        and leader.name == o.me
+        and leader.session in o.stale_sessions
+    ):
         if primary:
-            return _d(Action.TAKE_OVER, "taking over the leader lock of my previous session: still primary")
-        return _d(Action.DROP_STALE, "dropping my previous session's leader lock: not a running primary")
+            return _d(
+                Action.TAKE_OVER,
+                "taking over the leader lock of my previous session: still primary",
+            )
+        return _d(
+            Action.DROP_STALE, "dropping my previous session's leader lock: not a running primary"
+        )
 
     if not node.has_data:
+        if i_lead:
+            why = f"bootstrap failed: {node.job_error}" if node.job_error else "no data directory"
+            return _d(Action.RELEASE, f"releasing the leader lock: I hold it without data ({why})")
         if cluster.initialize is None and leader is None:
             return _d(Action.BOOTSTRAP, "racing to initialize a new cluster")
         lm = cluster.leader_member
-        if leader is not None and not i_lead and lm and lm.role == "primary" and lm.state == "running":
+        if (
+            leader is not None
+            and not i_lead
+            and lm
+            and lm.role == "primary"
+            and lm.state == "running"
+        ):
             return _d(Action.CLONE, f"cloning from leader {leader.name}", upstream=lm)
         return _d(Action.WAIT, "no data: waiting for a running leader to clone from")
 
@@ -148,7 +194,10 @@ def decide(o: Observation) -> Decision:
     reason = why_not_race(o)
     if reason is not None:
         return _d(Action.WAIT, f"no leader; not racing: {reason}")
-    return _d(Action.ACQUIRE_AND_PROMOTE, "no leader: racing for the lock as the most advanced healthy replica")
+    return _d(
+        Action.ACQUIRE_AND_PROMOTE,
+        "no leader: racing for the lock as the most advanced healthy replica",
+    )
 
 
 def switchover_target(o: Observation) -> str | None:
@@ -156,8 +205,12 @@ def switchover_target(o: Observation) -> str | None:
     assert o.cluster is not None and o.cluster.switchover is not None
     wanted = o.cluster.switchover.target
     peers = [
-        p for p in o.peers
-        if p.reachable and p.role is Role.REPLICA and p.streaming and not p.nofailover
+        p
+        for p in o.peers
+        if p.reachable
+        and p.role is Role.REPLICA
+        and p.streaming
+        and not p.nofailover
         and (wanted is None or p.name == wanted)
     ]
     if not peers:

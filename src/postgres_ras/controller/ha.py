@@ -23,7 +23,13 @@ from postgres_ras.controller.agent_client import AgentClient
 from postgres_ras.controller.decide import PENDING_INIT, decide
 from postgres_ras.controller.publisher import RolePublisher
 from postgres_ras.controller.state import (
-    Action, Decision, NodeView, Observation, PeerView, Role, Settings,
+    Action,
+    Decision,
+    NodeView,
+    Observation,
+    PeerView,
+    Role,
+    Settings,
 )
 from postgres_ras.dcs.base import Cluster, Switchover
 from postgres_ras.dcs.consul import ConsulDCS
@@ -74,15 +80,23 @@ class HA:
     # --- settings ---------------------------------------------------------------
     def settings(self, cluster: Cluster | None) -> Settings:
         ha = self.config.ha
-        base = Settings(ha.ttl, ha.loop_wait, ha.retry_timeout, ha.maximum_lag_on_failover,
-                        ha.synchronous_mode)
+        base = Settings(
+            ha.ttl, ha.loop_wait, ha.retry_timeout, ha.maximum_lag_on_failover, ha.synchronous_mode
+        )
         dynamic = (cluster.config if cluster else None) or {}
         try:
-            merged = replace(base, **{k: v for k, v in dynamic.items() if k in Settings.__dataclass_fields__})
+            merged = replace(
+                base, **{k: v for k, v in dynamic.items() if k in Settings.__dataclass_fields__}
+            )
             if not (0 < merged.loop_wait < merged.retry_timeout < merged.ttl):
                 raise ValueError("need 0 < loop_wait < retry_timeout < ttl")
-            return Settings(float(merged.ttl), float(merged.loop_wait), float(merged.retry_timeout),
-                            int(merged.maximum_lag_on_failover), bool(merged.synchronous_mode))
+            return Settings(
+                float(merged.ttl),
+                float(merged.loop_wait),
+                float(merged.retry_timeout),
+                int(merged.maximum_lag_on_failover),
+                bool(merged.synchronous_mode),
+            )
         except (TypeError, ValueError) as exc:
             log.warning("ignoring invalid dynamic config in Consul (%s); using local values", exc)
             return base
@@ -95,7 +109,9 @@ class HA:
     # --- observe ---------------------------------------------------------------
     def observe(self, t0: float) -> Observation:
         cluster: Cluster | None = None
-        settings = self.settings(self.snapshot.observation.cluster if self.snapshot.observation else None)
+        settings = self.settings(
+            self.snapshot.observation.cluster if self.snapshot.observation else None
+        )
         try:
             self.dcs.keepalive(settings.ttl)
             cluster = self.dcs.get_cluster()
@@ -117,8 +133,13 @@ class HA:
             self._remember_leader(cluster)
         lease_valid = self.lease_deadline is not None and self.clock() < self.lease_deadline
         peers: tuple[PeerView, ...] = ()
-        if cluster is not None and node is not None and (
-            cluster.leader is None or (cluster.switchover and cluster.switchover.source == self.config.name)
+        if (
+            cluster is not None
+            and node is not None
+            and (
+                cluster.leader is None
+                or (cluster.switchover and cluster.switchover.source == self.config.name)
+            )
         ):
             peers = self.probe_all(self._probe_targets(cluster))
         return Observation(
@@ -193,7 +214,9 @@ class HA:
                 return "lost the leader race"
             self._confirm_lease(o)
             self.agent.promote()
-            self._after_promotion(o, "failover" if not o.cluster or not o.cluster.switchover else "switchover")
+            self._after_promotion(
+                o, "failover" if not o.cluster or not o.cluster.switchover else "switchover"
+            )
             return "won the leader race and promoted postgres"
         if d.action is a.PROMOTE:
             self.agent.promote()
@@ -207,6 +230,12 @@ class HA:
                 self._confirm_lease(o)
                 return d.reason
             return "could not take over my previous leader lock (it changed meanwhile)"
+        if d.action is a.RELEASE:
+            self.lease_deadline = None
+            self.dcs.release_leader()
+            if o.cluster is not None and o.cluster.initialize == PENDING_INIT:
+                self.dcs.delete("initialize")
+            return d.reason
         if d.action is a.DROP_STALE:
             self.dcs.destroy_stale_sessions()
             return d.reason
@@ -234,12 +263,18 @@ class HA:
     def _history(self, o: Observation, why: str) -> None:
         history = list(o.cluster.history) if o.cluster else []
         lsn = o.node.lsn if o.node else None
-        history.append({
-            "leader": self.config.name, "why": why, "at": time.time(),
-            "lsn": format_lsn(lsn) if lsn is not None else None,
-            "timeline": (o.node.timeline or 0) + (1 if why in ("failover", "switchover", "promote") else 0)
-            if o.node else None,
-        })
+        history.append(
+            {
+                "leader": self.config.name,
+                "why": why,
+                "at": time.time(),
+                "lsn": format_lsn(lsn) if lsn is not None else None,
+                "timeline": (o.node.timeline or 0)
+                + (1 if why in ("failover", "switchover", "promote") else 0)
+                if o.node
+                else None,
+            }
+        )
         try:
             self.dcs.put("history", _json(history[-100:]))
         except DCSError as exc:
@@ -253,11 +288,19 @@ class HA:
             self.dcs.put("initialize", node.sysid)
         if cluster.config is None:
             s = o.settings
-            self.dcs.cas("config", _json({
-                "ttl": s.ttl, "loop_wait": s.loop_wait, "retry_timeout": s.retry_timeout,
-                "maximum_lag_on_failover": s.maximum_lag_on_failover,
-                "synchronous_mode": s.synchronous_mode,
-            }), 0)
+            self.dcs.cas(
+                "config",
+                _json(
+                    {
+                        "ttl": s.ttl,
+                        "loop_wait": s.loop_wait,
+                        "retry_timeout": s.retry_timeout,
+                        "maximum_lag_on_failover": s.maximum_lag_on_failover,
+                        "synchronous_mode": s.synchronous_mode,
+                    }
+                ),
+                0,
+            )
         if cluster.switchover and cluster.switchover.stale(o.now_wall):
             log.warning("dropping a stale switchover request from %s", cluster.switchover.source)
             self.dcs.delete("switchover")
@@ -268,8 +311,11 @@ class HA:
                 # Slots still in use by a departed member are retried next cycle.
                 self.slots = None if result.get("busy") else wanted
                 if result.get("created") or result.get("dropped"):
-                    log.info("replication slots: created %s, dropped %s",
-                             result.get("created"), result.get("dropped"))
+                    log.info(
+                        "replication slots: created %s, dropped %s",
+                        result.get("created"),
+                        result.get("dropped"),
+                    )
             except AgentError as exc:
                 log.warning("could not manage replication slots: %s", exc)
 
@@ -305,8 +351,13 @@ class HA:
         role = node.role.value if node else "unknown"
         state = "unknown"
         if node is not None:
-            state = node.job or (f"fenced" if node.fenced and not node.running else
-                                 "running" if node.running else "stopped")
+            state = node.job or (
+                "fenced"
+                if node.fenced and not node.running
+                else "running"
+                if node.running
+                else "stopped"
+            )
         c = self.config
         return {
             "api_url": f"http://{c.controller.host}:{c.controller.port}",
@@ -340,9 +391,13 @@ class HA:
         except (DCSError, AgentError) as exc:
             sentence = f"{d.reason} failed: {exc}"
         primary_ok = bool(
-            o.node and o.node.running and o.node.role is Role.PRIMARY
-            and self.lease_remaining() and o.cluster is not None
-            and o.cluster.leader is not None and o.cluster.leader.session == self.dcs.session
+            o.node
+            and o.node.running
+            and o.node.role is Role.PRIMARY
+            and self.lease_remaining()
+            and o.cluster is not None
+            and o.cluster.leader is not None
+            and o.cluster.leader.session == self.dcs.session
         )
         self.snapshot = Snapshot(o, d, primary_ok, time.time())
         if o.cluster is not None:
@@ -350,7 +405,11 @@ class HA:
                 self.dcs.touch_member(self.member_data(o))
             except DCSError as exc:
                 log.warning("%s", exc)
-        role = "primary" if primary_ok else ("replica" if o.node and o.node.role is Role.REPLICA else "none")
+        role = (
+            "primary"
+            if primary_ok
+            else ("replica" if o.node and o.node.role is Role.REPLICA else "none")
+        )
         self.publisher.publish(role)
         if sentence != self.last_sentence or d.action not in (Action.HOLD, Action.WAIT):
             log.info("%s (role=%s)", sentence, role)

@@ -30,9 +30,14 @@ def run(config: NodeConfig) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     server.start()
-    log.info("controller of %s in cluster %s, API on %s:%d, Consul %s",
-             config.name, config.cluster, config.controller.listen, config.controller.port,
-             config.consul.url)
+    log.info(
+        "controller of %s in cluster %s, API on %s:%d, Consul %s",
+        config.name,
+        config.cluster,
+        config.controller.listen,
+        config.controller.port,
+        config.consul.url,
+    )
     while not ha.stop_event.is_set():
         try:
             ha.run()

@@ -30,6 +30,7 @@ class Action(enum.Enum):
     PROMOTE = "promote"
     TAKE_OVER = "take_over"  # move my previous incarnation's lock to my new session
     DROP_STALE = "drop_stale"  # invalidate my previous incarnation's session
+    RELEASE = "release"  # give the lock up (and a pending initialize): I lead without data
     DEMOTE = "demote"
     SWITCHOVER = "switchover"
 

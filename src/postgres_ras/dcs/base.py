@@ -52,11 +52,13 @@ class Member:
                 role=str(data.get("role", "unknown")),
                 state=str(data.get("state", "unknown")),
                 timeline=int(timeline) if timeline is not None else None,
-                lsn=parse_lsn(lsn) if isinstance(lsn, str) else (int(lsn) if lsn is not None else None),
+                lsn=parse_lsn(lsn)
+                if isinstance(lsn, str)
+                else (int(lsn) if lsn is not None else None),
                 nofailover=bool(data.get("tags", {}).get("nofailover", False)),
                 session=session,
             )
-        except (ValueError, TypeError, KeyError, AttributeError):
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
             return None
 
 

@@ -191,7 +191,14 @@ class ConsulDCS(DCS):
         value = base64.b64encode(self.member_name.encode()).decode()
         ops = [
             {"KV": {"Verb": "delete-cas", "Key": self._key("leader"), "Index": index}},
-            {"KV": {"Verb": "lock", "Key": self._key("leader"), "Value": value, "Session": self._session}},
+            {
+                "KV": {
+                    "Verb": "lock",
+                    "Key": self._key("leader"),
+                    "Value": value,
+                    "Session": self._session,
+                }
+            },
         ]
         try:
             with _translate("take over the leader key"):

@@ -188,7 +188,7 @@ def reload_haproxy(layout: Layout, table: ProcessTable, nodes: list[NodePorts]) 
     worker end within ``hard-stop-after``.
     """
     _write_haproxy_config(layout, nodes)
-    if not table.signal(HAPROXY, signal.SIGUSR2):
+    if not table.send_signal(HAPROXY, signal.SIGUSR2):
         _start_haproxy(layout, table, nodes)
 
 

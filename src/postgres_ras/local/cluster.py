@@ -96,28 +96,39 @@ class LocalCluster:
     def node_config(self, ports: NodePorts) -> NodeConfig:
         st = self.state()
         node_dir = self.layout.node_dir(ports.name)
-        return NodeConfig.model_validate({
-            "name": ports.name,
-            "cluster": self.layout.cluster,
-            "data_dir": str(node_dir / "data"),
-            "postgres": {
-                "listen": self.layout.host, "host": self.layout.host, "port": ports.postgres,
-                "superuser": {"username": "postgres", "password": st["superuser_password"]},
-                "replication": {"username": "replicator", "password": st["replication_password"]},
-            },
-            "agent": {"listen": "127.0.0.1", "port": ports.agent},
-            "controller": {
-                "listen": self.layout.host, "host": self.layout.host, "port": ports.api,
-                "agent_url": f"http://127.0.0.1:{ports.agent}",
-            },
-            "consul": {"url": self.layout.consul_url},
-        })
+        return NodeConfig.model_validate(
+            {
+                "name": ports.name,
+                "cluster": self.layout.cluster,
+                "data_dir": str(node_dir / "data"),
+                "postgres": {
+                    "listen": self.layout.host,
+                    "host": self.layout.host,
+                    "port": ports.postgres,
+                    "superuser": {"username": "postgres", "password": st["superuser_password"]},
+                    "replication": {
+                        "username": "replicator",
+                        "password": st["replication_password"],
+                    },
+                },
+                "agent": {"listen": "127.0.0.1", "port": ports.agent},
+                "controller": {
+                    "listen": self.layout.host,
+                    "host": self.layout.host,
+                    "port": ports.api,
+                    "agent_url": f"http://127.0.0.1:{ports.agent}",
+                },
+                "consul": {"url": self.layout.consul_url},
+            }
+        )
 
     def _write_node_config(self, ports: NodePorts) -> Path:
         node_dir = self.layout.node_dir(ports.name)
         node_dir.mkdir(parents=True, exist_ok=True)
         path = node_dir / "node.yaml"
-        path.write_text(yaml.safe_dump(self.node_config(ports).model_dump(mode="json"), sort_keys=False))
+        path.write_text(
+            yaml.safe_dump(self.node_config(ports).model_dump(mode="json"), sort_keys=False)
+        )
         path.chmod(0o600)
         return path
 
@@ -126,7 +137,9 @@ class LocalCluster:
         for component in ("agent", "controller"):
             name = f"{ports.name}-{component}"
             if self.table.get(name) is None:
-                self.table.start(name, [sys.executable, "-m", "postgres_ras", component, "--config", str(path)])
+                self.table.start(
+                    name, [sys.executable, "-m", "postgres_ras", component, "--config", str(path)]
+                )
 
     def stop_node(self, name: str, timeout: float = 30.0) -> None:
         self.table.stop(f"{name}-controller", timeout=10)
@@ -138,7 +151,9 @@ class LocalCluster:
 
     def postmaster_pid(self, name: str) -> int | None:
         try:
-            pid = int((self.layout.node_dir(name) / "data" / "postmaster.pid").read_text().split()[0])
+            pid = int(
+                (self.layout.node_dir(name) / "data" / "postmaster.pid").read_text().split()[0]
+            )
             os.kill(pid, 0)
             return pid if Path(f"/proc/{pid}/comm").read_text().strip() == "postgres" else None
         except (OSError, ValueError, IndexError):
@@ -183,7 +198,7 @@ class LocalCluster:
             pass
         names = [n for n in self.table.names() if n.endswith("-controller")]
         for name in names:  # all at once, so no replica races while the leader leaves
-            self.table.signal(name, signal.SIGTERM)
+            self.table.send_signal(name, signal.SIGTERM)
         for name in names:
             self.table.stop(name, timeout=10)
         for name in [n for n in self.table.names() if n.endswith("-agent")]:
@@ -207,19 +222,21 @@ class LocalCluster:
         try:
             _, items = consul_client(self.layout.consul_url, timeout=2).kv.get(prefix, recurse=True)
         except Exception as exc:  # translated for the CLI: any client failure means "unreachable"
-            raise DCSError(f"Consul at {self.layout.consul_url} unreachable: {type(exc).__name__}") from None
+            raise DCSError(
+                f"Consul at {self.layout.consul_url} unreachable: {type(exc).__name__}"
+            ) from None
         leader: str | None = None
         members: dict[str, dict[str, Any]] = {}
         for item in items or []:
-            key = item["Key"][len(prefix):]
+            key = item["Key"][len(prefix) :]
             value = (item.get("Value") or b"").decode()
             if key == "leader":
                 leader = value or None
             elif key.startswith("members/"):
                 try:
-                    members[key[len("members/"):]] = json.loads(value)
+                    members[key[len("members/") :]] = json.loads(value)
                 except ValueError:
-                    members[key[len("members/"):]] = {"role": "invalid", "state": "invalid"}
+                    members[key[len("members/") :]] = {"role": "invalid", "state": "invalid"}
         return leader, members
 
     def members(self) -> list[MemberRow]:
@@ -230,15 +247,29 @@ class LocalCluster:
         for name in sorted(raw, key=_natural):
             m = raw[name]
             lsn = _lsn(m.get("lsn"))
-            lag = None if name == leader or lsn is None or leader_lsn is None else max(0, leader_lsn - lsn)
+            lag = (
+                None
+                if name == leader or lsn is None or leader_lsn is None
+                else max(0, leader_lsn - lsn)
+            )
             host, port = str(m.get("conn_host", "?")), int(m.get("conn_port") or 0)
-            rows.append(MemberRow(
-                name=name, host=host, port=port, role=str(m.get("role", "?")),
-                state=str(m.get("state", "?")), timeline=m.get("timeline"), lag=lag,
-                leader=name == leader, streaming=bool(m.get("streaming")),
-                api_url=str(m.get("api_url", "")),
-                conninfo=f"host={host} port={port} user={user} password={password} dbname=postgres",
-            ))
+            rows.append(
+                MemberRow(
+                    name=name,
+                    host=host,
+                    port=port,
+                    role=str(m.get("role", "?")),
+                    state=str(m.get("state", "?")),
+                    timeline=m.get("timeline"),
+                    lag=lag,
+                    leader=name == leader,
+                    streaming=bool(m.get("streaming")),
+                    api_url=str(m.get("api_url", "")),
+                    conninfo=(
+                        f"host={host} port={port} user={user} password={password} dbname=postgres"
+                    ),
+                )
+            )
         return rows
 
     def leader(self) -> MemberRow | None:
@@ -292,7 +323,9 @@ class LocalCluster:
         try:
             resp = requests.post(f"{before.api_url}/switchover", json={"to": to}, timeout=5)
         except requests.RequestException as exc:
-            raise FatalError(f"leader {before.name} API unreachable: {type(exc).__name__}") from None
+            raise FatalError(
+                f"leader {before.name} API unreachable: {type(exc).__name__}"
+            ) from None
         if resp.status_code != 202:
             raise FatalError(f"switchover refused: {resp.json().get('error', resp.status_code)}")
         deadline = time.monotonic() + timeout
@@ -318,7 +351,8 @@ class LocalCluster:
                 self.stop_node(name)
                 try:
                     consul_client(self.layout.consul_url).kv.delete(
-                        f"{cluster_prefix(self.layout.cluster)}members/{name}")
+                        f"{cluster_prefix(self.layout.cluster)}members/{name}"
+                    )
                 except Exception:
                     pass
                 shutil.rmtree(self.layout.node_dir(name), ignore_errors=True)
@@ -345,7 +379,7 @@ def _lsn(value: Any) -> int | None:
 
 def _natural(name: str) -> tuple[str, int]:
     head = name.rstrip("0123456789")
-    tail = name[len(head):]
+    tail = name[len(head) :]
     return (head, int(tail) if tail else 0)
 
 

@@ -29,13 +29,25 @@ def consul_binary() -> str:
 def argv(layout: Layout) -> list[str]:
     data = layout.component_dir("consul")
     return [
-        consul_binary(), "agent", "-server", "-bootstrap-expect=1",
-        f"-data-dir={data}", "-bind=127.0.0.1", "-client=127.0.0.1",
-        f"-http-port={layout.consul_http}", f"-server-port={layout.consul_server}",
-        f"-serf-lan-port={layout.consul_serf}", "-serf-wan-port=-1", "-dns-port=-1",
-        f"-node=pgras-{layout.cluster}", "-log-level=warn", "-disable-host-node-id",
-        "-hcl", "performance { raft_multiplier = 1 }",
-        "-hcl", "disable_update_check = true",
+        consul_binary(),
+        "agent",
+        "-server",
+        "-bootstrap-expect=1",
+        f"-data-dir={data}",
+        "-bind=127.0.0.1",
+        "-client=127.0.0.1",
+        f"-http-port={layout.consul_http}",
+        f"-server-port={layout.consul_server}",
+        f"-serf-lan-port={layout.consul_serf}",
+        "-serf-wan-port=-1",
+        "-dns-port=-1",
+        f"-node=pgras-{layout.cluster}",
+        "-log-level=warn",
+        "-disable-host-node-id",
+        "-hcl",
+        "performance { raft_multiplier = 1 }",
+        "-hcl",
+        "disable_update_check = true",
     ]
 
 

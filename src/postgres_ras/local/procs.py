@@ -15,9 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-
 # Module-level: inside ProcessTable the name ``signal`` is the method below.
-_SIGTERM = signal.SIGTERM
 
 
 @dataclass(frozen=True)
@@ -103,7 +101,7 @@ class ProcessTable:
         _reap_later(popen)
         return Proc(name, popen.pid, started)
 
-    def signal(self, name: str, sig: signal.Signals) -> bool:
+    def send_signal(self, name: str, sig: signal.Signals) -> bool:
         proc = self.get(name)
         if proc is None:
             return False
@@ -113,7 +111,7 @@ class ProcessTable:
             return False
         return True
 
-    def stop(self, name: str, timeout: float = 10.0, sig: signal.Signals = _SIGTERM) -> bool:
+    def stop(self, name: str, timeout: float = 10.0, sig: signal.Signals = signal.SIGTERM) -> bool:
         """Signal, wait up to ``timeout``, then SIGKILL. True if it was running."""
         proc = self.get(name)
         if proc is None:

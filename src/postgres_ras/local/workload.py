@@ -19,13 +19,20 @@ import psycopg
 TABLE = "pgras_probe"
 
 
-def multi_host_dsn(hosts: Sequence[tuple[str, int]], user: str, password: str,
-                   dbname: str = "postgres", read_write: bool = True) -> str:
+def multi_host_dsn(
+    hosts: Sequence[tuple[str, int]],
+    user: str,
+    password: str,
+    dbname: str = "postgres",
+    read_write: bool = True,
+) -> str:
     hs = ",".join(h for h, _ in hosts)
     ps = ",".join(str(p) for _, p in hosts)
     attrs = "read-write" if read_write else "any"
-    return (f"host={hs} port={ps} user={user} password={password} dbname={dbname} "
-            f"target_session_attrs={attrs} connect_timeout=1")
+    return (
+        f"host={hs} port={ps} user={user} password={password} dbname={dbname} "
+        f"target_session_attrs={attrs} connect_timeout=1"
+    )
 
 
 @dataclass
@@ -63,7 +70,10 @@ class Writer:
 
     def start(self) -> None:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (id bigint PRIMARY KEY, at timestamptz DEFAULT now())")
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {TABLE} "
+                "(id bigint PRIMARY KEY, at timestamptz DEFAULT now())"
+            )
             row = conn.execute(f"SELECT coalesce(max(id), 0) FROM {TABLE}").fetchone()
         self._next = int(row[0]) + 1 if row else 1
         self._thread.start()
