@@ -1,7 +1,11 @@
 # Container images and the images test tier (issue 4).
 # Included from the top-level Makefile; paths are relative to the repository root.
+# `make test-images` also needs the host's consul binary and the test Python
+# packages: it depends on the top-level `deps` target (override with
+# IMAGES_TEST_DEPS= when using this fragment on its own).
 
-IMAGES_PYTHON ?= python3
+IMAGES_PYTHON ?= $(or $(PYTHON),python3)
+IMAGES_TEST_DEPS ?= deps
 IMAGES_PYTEST_ARGS ?=
 
 .PHONY: images test-images
@@ -10,5 +14,7 @@ images: ## build the four images postgres-ras/{postgres,pg-controller,pgpool,dem
 	bash scripts/docker-engine.sh
 	bash scripts/build-images.sh
 
-test-images: images ## build images and run the container tests (three pods, kill, restart, partition, stop)
-	$(IMAGES_PYTHON) -m pytest -m images tests/images -v -s $(IMAGES_PYTEST_ARGS)
+test-images: $(IMAGES_TEST_DEPS) images ## build images and run the container tests (three pods: bootstrap, kill, restart, partition, stop)
+	@start=$$(date +%s); \
+	$(IMAGES_PYTHON) -m pytest -m images tests/images -v -s -p no:cacheprovider $(IMAGES_PYTEST_ARGS); \
+	rc=$$?; echo "test-images: container tests took $$(( $$(date +%s) - start ))s"; exit $$rc

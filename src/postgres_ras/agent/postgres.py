@@ -462,7 +462,11 @@ class Postgres:
                 }
             row = conn.execute(
                 "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, "
-                "(SELECT timeline_id FROM pg_control_checkpoint())"
+                "greatest((SELECT timeline_id FROM pg_control_checkpoint()), "
+                # The checkpoint's timeline lags a timeline switch until the next
+                # restartpoint; the newest history file fetched does not.
+                "(SELECT max(('x' || substr(name, 1, 8))::bit(32)::int) FROM pg_ls_waldir() "
+                "WHERE name ~ '^[0-9A-F]{8}[.]history$'))"
             ).fetchone()
             assert row is not None
             wr = conn.execute(

@@ -1,0 +1,351 @@
+"""The tutorial scenario end to end, against a real local cluster (``pgras up``).
+
+One cluster for the module: 3 nodes (real PostgreSQL, Consul, agents,
+controllers) with the access layer (HAProxy write/read endpoints, pgpool and the
+three puppies apps), in a fresh 0755 directory under /tmp, on ports 28500-28850.
+The steps follow the tutorial: the seed row through the write and the read app;
+insert, update, insert, delete through the write app, seen through the read app;
+then the primary node is killed while a reader hammers the read app and a writer
+the write app; the figures of the outage are printed; the old primary rejoins as
+a replica and every node ends with the same rows.
+
+Every wait is bounded; on failure the tail of every log is printed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import requests
+
+from postgres_ras.local.access import endpoints
+from postgres_ras.local.cluster import LocalCluster
+from postgres_ras.local.layout import Layout
+
+pytestmark = [pytest.mark.access, pytest.mark.timeout(240)]
+
+BASE_PORT = 28500  # the cluster uses 28500-28850
+SEED = {"name": "Tyler", "breed": "Retrieved", "age": 3, "sex": "M"}
+FIELDS = ("name", "breed", "age", "sex")
+
+# Bounds on the failover, asserted after measuring real runs (figures printed).
+MIN_READ_SUCCESS = 0.95
+MAX_READ_GAP_S = 3.0
+MAX_WRITE_OUTAGE_S = 20.0
+
+
+def dump_logs(work_dir: Path, lines: int = 60) -> None:
+    logs = sorted((work_dir / "logs").glob("*.log")) + sorted(work_dir.glob("nodes/*/*.log"))
+    for log in logs:
+        print(f"\n===== {log} (last {lines} lines) =====")
+        print("\n".join(log.read_text(errors="replace").splitlines()[-lines:]))
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, step: float = 0.2) -> Any:
+    """Poll ``check`` until it returns something truthy (returned); fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+            last = result
+        except Exception as exc:  # a node or an endpoint may be mid-restart: keep polling
+            last = f"{type(exc).__name__}: {exc}"
+        time.sleep(step)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class Tutorial:
+    cluster: LocalCluster
+    eps: dict[str, str]
+
+    def node_dsn(self, port: int, dbname: str = "puppies") -> str:
+        user, password = self.cluster.superuser
+        return (
+            f"host=127.0.0.1 port={port} user={user} password={password} dbname={dbname} "
+            "connect_timeout=2"
+        )
+
+    def node_rows(self, port: int) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.node_dsn(port), autocommit=True) as conn:
+            return conn.execute("SELECT id, name, breed, age, sex FROM pups ORDER BY id").fetchall()
+
+    def pgpool_dsn(self, dbname: str = "puppies") -> str:
+        return self.eps["pgpool"].replace("dbname=postgres", f"dbname={dbname}")
+
+    def ports_by_role(self) -> tuple[int, set[int]]:
+        """The leader's postgres port and the streaming replicas' ports (from Consul)."""
+        rows = self.cluster.members()
+        leader = [r.port for r in rows if r.leader and r.role == "primary"]
+        replicas = {r.port for r in rows if r.role == "replica" and r.streaming}
+        assert len(leader) == 1, rows
+        return leader[0], replicas
+
+
+def get(url: str, timeout: float = 5.0) -> tuple[int, Any]:
+    resp = requests.get(url, timeout=timeout)
+    return resp.status_code, resp.json()
+
+
+def pups(url: str) -> list[dict[str, Any]]:
+    status, body = get(url)
+    assert status == 200, body
+    assert body["status"] == "success" and body["message"] == "Retrieved ALL puppies", body
+    return list(body["data"])
+
+
+def as_rows(data: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(p["id"], *(p[f] for f in FIELDS)) for p in data]
+
+
+@pytest.fixture(scope="module")
+def tutorial(request: pytest.FixtureRequest) -> Iterator[Tutorial]:
+    work = Path(tempfile.mkdtemp(prefix="pgras-tutorial-", dir="/tmp"))
+    work.chmod(0o755)  # postgres runs as the 'postgres' OS user when the tests run as root
+    cluster = LocalCluster(Layout(work, BASE_PORT))
+    failed_before = request.session.testsfailed
+    try:
+        try:
+            cluster.up(nodes=3, access=True, wait=120)
+        except Exception:
+            dump_logs(work)
+            raise
+        yield Tutorial(cluster, endpoints(cluster.layout, cluster.superuser))
+    finally:
+        try:
+            cluster.down()
+        finally:
+            if request.session.testsfailed > failed_before:
+                dump_logs(work)
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def test_pgpool_reads_reach_replicas_and_writes_the_primary(tutorial: Tutorial) -> None:
+    leader_port, replica_ports = tutorial.ports_by_role()
+    assert len(replica_ports) == 2
+    wait_for(
+        "the app through pgpool to serve the seed row", lambda: pups(tutorial.eps["app_pgpool"]), 30
+    )
+    seen: set[int] = set()
+    for _ in range(8):  # a fresh session each time: HAProxy round-robins over the replicas
+        with psycopg.connect(tutorial.pgpool_dsn(), connect_timeout=3, autocommit=True) as conn:
+            port = conn.execute("SELECT inet_server_port()").fetchone()
+            assert port is not None and port[0] in replica_ports, (port, replica_ports)
+            seen.add(port[0])
+    assert seen == replica_ports, f"reads reached only {seen} of the replicas {replica_ports}"
+    with psycopg.connect(tutorial.pgpool_dsn(), connect_timeout=3) as conn:
+        row = conn.execute(
+            "INSERT INTO pups (name, breed, age, sex) VALUES ('routing', 'probe', 1, 'F') "
+            "RETURNING id, inet_server_port()"
+        ).fetchone()
+        assert row is not None and row[1] == leader_port
+        # After a write, the rest of the transaction stays on the primary too.
+        after = conn.execute("SELECT inet_server_port(), pg_is_in_recovery()").fetchone()
+        assert after == (leader_port, False)
+        conn.execute("DELETE FROM pups WHERE id = %s", (row[0],))
+        conn.commit()
+
+
+@dataclass
+class Probe:
+    """Requests in a loop on a background thread, recording (sent, answered, status, body)."""
+
+    name: str
+    send: Callable[[int], requests.Response]
+    interval: float
+    samples: list[tuple[float, float, int | None, Any]] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def start(self) -> Probe:
+        self.thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        i = 0
+        while not self.stop.is_set():
+            i += 1
+            sent = time.monotonic()
+            try:
+                resp = self.send(i)
+                try:
+                    body: Any = resp.json()
+                except ValueError:
+                    body = resp.text[:200]
+                self.samples.append((sent, time.monotonic(), resp.status_code, body))
+            except requests.RequestException as exc:
+                self.samples.append((sent, time.monotonic(), None, f"{type(exc).__name__}"))
+            self.stop.wait(max(0.0, self.interval - (time.monotonic() - sent)))
+
+    def finish(self) -> None:
+        self.stop.set()
+        assert self.thread is not None
+        self.thread.join(15)
+
+    def ok(self) -> list[tuple[float, float, int | None, Any]]:
+        return [s for s in self.samples if s[2] == 200]
+
+    def first_ok_after(self, t: float) -> float | None:
+        return next((s[1] for s in self.samples if s[2] == 200 and s[0] >= t), None)
+
+
+def read_figures(reader: Probe, since: float, until: float) -> tuple[int, int, float]:
+    """(successes, attempts, longest gap in s between answered reads) in [since, until]."""
+    window = [s for s in reader.samples if since <= s[0] <= until]
+    ok_times = [since] + [s[1] for s in window if s[2] == 200] + [until]
+    gap = max(b - a for a, b in itertools.pairwise(ok_times))
+    return sum(1 for s in window if s[2] == 200), len(window), gap
+
+
+def test_tutorial_scenario(tutorial: Tutorial) -> None:
+    cluster, eps = tutorial.cluster, tutorial.eps
+    app_write, app_read, app_pgpool = eps["app_write"], eps["app_read"], eps["app_pgpool"]
+
+    # 1. The seed row, through the write app and the read app.
+    for url in (app_write, app_read):
+        data = wait_for(f"{url} to serve the seed row", lambda url=url: pups(url), 30)
+        assert {k: data[0][k] for k in FIELDS} == SEED, data
+
+    # 2. Insert (form), update (JSON), insert (JSON), delete, through the write app.
+    resp = requests.post(app_write, data={"name": "Whisky", "breed": "annoying", "age": "3",
+                                          "sex": "F"}, timeout=10)  # fmt: skip
+    assert (resp.status_code, resp.json()) == (
+        200, {"status": "success", "message": "Inserted one puppy"},
+    )  # fmt: skip
+    whisky = next(p for p in pups(app_write) if p["name"] == "Whisky")
+    resp = requests.put(f"{app_write}/{whisky['id']}", json={"name": "Whisky", "breed":
+                        "sleepy", "age": 4, "sex": "F"}, timeout=10)  # fmt: skip
+    assert (resp.status_code, resp.json()) == (
+        200, {"status": "success", "message": "Updated puppy"},
+    )  # fmt: skip
+    resp = requests.post(app_write, json={"name": "Hunter", "breed": "Basset Hound", "age": 2,
+                                          "sex": "M"}, timeout=10)  # fmt: skip
+    assert resp.status_code == 200, resp.text
+    hunter = next(p for p in pups(app_write) if p["name"] == "Hunter")
+    resp = requests.delete(f"{app_write}/{hunter['id']}", timeout=10)
+    assert (resp.status_code, resp.json()) == (
+        200, {"status": "success", "message": "Removed 1 puppy"},
+    )  # fmt: skip
+    assert requests.get(f"{app_write}/{hunter['id']}", timeout=10).status_code == 404
+
+    expected = pups(app_write)
+    assert [(p["name"], p["breed"], p["age"]) for p in expected] == [
+        ("Tyler", "Retrieved", 3), ("Whisky", "sleepy", 4),
+    ]  # fmt: skip
+    # The replicas are asynchronous: the read app shows the same data soon.
+    wait_for("the read app to show the writes", lambda: pups(app_read) == expected, 10)
+    wait_for("the pgpool app to show the writes", lambda: pups(app_pgpool) == expected, 10)
+    # Every replica has it before the primary dies, so no acknowledged write may be lost.
+    ports = [p.postgres for p in cluster.node_ports()]
+    wait_for(
+        "every node to have the writes",
+        lambda: all(tutorial.node_rows(p) == as_rows(expected) for p in ports),
+        10,
+    )
+
+    # 3. Kill the primary node while reading through the read app and writing through
+    #    the write app.
+    old = cluster.leader()
+    assert old is not None and old.role == "primary"
+    reader = Probe("reader", lambda i: requests.get(app_read, timeout=2), 0.1).start()
+    writer = Probe(
+        "writer",
+        lambda i: requests.post(app_write, json={"name": f"failover-{i}", "age": i}, timeout=10),
+        0.2,
+    ).start()
+    time.sleep(1.0)
+    killed_at = time.monotonic()
+    cluster.kill(old.name, signal.SIGKILL)
+    try:
+        wait_for(
+            "a write through the write app to succeed after the failover",
+            lambda: writer.first_ok_after(killed_at),
+            MAX_WRITE_OUTAGE_S + 10,
+        )
+        new = wait_for(
+            "a new leader",
+            lambda: (row := cluster.leader()) is not None and row.name != old.name and row,
+            10,
+        )
+        time.sleep(3.0)  # keep reading and writing a while on the new primary
+    finally:
+        reader.finish()
+        writer.finish()
+    ended_at = time.monotonic()
+
+    ok_reads, reads, gap = read_figures(reader, killed_at, ended_at)
+    write_back = writer.first_ok_after(killed_at)
+    assert write_back is not None
+    outage = write_back - killed_at
+    failed_writes = [s for s in writer.samples if s[0] >= killed_at and s[2] != 200]
+    print(
+        f"\nfailover {old.name} -> {new.name}: reads through the read app "
+        f"{ok_reads}/{reads} ok ({ok_reads / max(reads, 1):.1%}), longest gap {gap:.2f}s; "
+        f"writes through the write app back after {outage:.2f}s "
+        f"({len(failed_writes)} answered {sorted({str(s[2]) for s in failed_writes})})"
+    )
+    failed_reads = [s for s in reader.samples if s[2] != 200]
+    assert ok_reads / reads >= MIN_READ_SUCCESS, failed_reads
+    assert gap < MAX_READ_GAP_S, failed_reads
+    # While no primary is there, writes answer 503 with a JSON error, never a 500.
+    for _, _, status, body in failed_writes:
+        assert status == 503, (status, body)
+        assert isinstance(body, dict) and body.get("status") == "error", body
+    assert outage < MAX_WRITE_OUTAGE_S
+    # After the first success, every write succeeds.
+    after = [s for s in writer.samples if s[0] >= write_back]
+    assert after and all(s[2] == 200 for s in after), after
+    acknowledged = {f"failover-{i}" for i, s in enumerate(writer.samples, 1) if s[2] == 200}
+
+    # 4. Writes through the pgpool app succeed too, never hitting "read-only transaction".
+    def pgpool_write(name: str) -> bool:
+        resp = requests.post(app_pgpool, json={"name": name, "age": 1}, timeout=10)
+        assert "read-only" not in resp.text, resp.text
+        assert resp.status_code in (200, 503), resp.text
+        return resp.status_code == 200
+
+    wait_for("a write through the pgpool app", lambda: pgpool_write("pgpool-first"), 15)
+    for i in range(20):
+        assert pgpool_write(f"pgpool-{i}")
+        acknowledged.add(f"pgpool-{i}")
+    acknowledged.add("pgpool-first")
+
+    # 5. The killed node comes back (``pgras up``) and rejoins as a streaming replica.
+    cluster.up(access=True, wait=60)
+    rows = {r.name: r for r in cluster.members()}
+    assert rows[old.name].role == "replica" and rows[old.name].streaming, rows[old.name]
+    assert not rows[old.name].leader
+    assert [r.name for r in rows.values() if r.leader] == [new.name]
+    # Writes through every app still land on the primary, with the old one back as replica.
+    for i in range(10):
+        assert pgpool_write(f"rejoined-{i}")
+        acknowledged.add(f"rejoined-{i}")
+        resp = requests.post(app_write, json={"name": f"rejoined-w{i}"}, timeout=10)
+        assert resp.status_code == 200, resp.text
+        acknowledged.add(f"rejoined-w{i}")
+
+    # 6. Every node ends with the same rows, and nothing acknowledged is lost.
+    final = pups(app_write)
+    assert acknowledged <= {p["name"] for p in final}, acknowledged - {p["name"] for p in final}
+    assert as_rows(expected) == [r for r in as_rows(final) if r[1] in ("Tyler", "Whisky")]
+    wait_for(
+        "every node to hold the same rows as the primary",
+        lambda: all(tutorial.node_rows(p) == as_rows(final) for p in ports),
+        20,
+    )
+    wait_for("the read app to show them", lambda: pups(app_read) == final, 10)
