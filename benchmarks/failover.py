@@ -42,7 +42,10 @@ REFERENCE = {  # Patroni 4.1.5 defaults: (min, median, max) seconds, from issue 
 def node_dsn(cluster: LocalCluster, name: str) -> str:
     user, password = cluster.superuser
     port = cluster.layout.node(int(name.removeprefix("node"))).postgres
-    return f"host=127.0.0.1 port={port} user={user} password={password} dbname=postgres connect_timeout=1"
+    return (
+        f"host=127.0.0.1 port={port} user={user} password={password} "
+        "dbname=postgres connect_timeout=1"
+    )
 
 
 def streaming(cluster: LocalCluster, name: str) -> bool:
