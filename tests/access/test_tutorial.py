@@ -262,7 +262,7 @@ def test_tutorial_scenario(tutorial: Tutorial) -> None:
     #    the write app.
     old = cluster.leader()
     assert old is not None and old.role == "primary"
-    reader = Probe("reader", lambda i: requests.get(app_read, timeout=2), 0.1).start()
+    reader = Probe("reader", lambda i: requests.get(app_read, timeout=5), 0.1).start()
     writer = Probe(
         "writer",
         lambda i: requests.post(app_write, json={"name": f"failover-{i}", "age": i}, timeout=10),
