@@ -28,7 +28,7 @@ log "cannot pull $IMAGE; building it with debootstrap from $MIRROR"
 if [ ! -s "$TARBALL" ]; then
     if ! command -v debootstrap >/dev/null 2>&1; then
         log "installing debootstrap"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
     fi
     mkdir -p "$CACHE_DIR"
     work="$(mktemp -d "$CACHE_DIR/rootfs.XXXXXX")"

@@ -9,7 +9,9 @@ set -euo pipefail
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+    if command -v sudo >/dev/null 2>&1; then
+        SUDO="sudo"
+    else
         echo "install-deps: not root and no sudo; install postgresql-15 consul haproxy pgpool2 by hand" >&2
         exit 1
     fi
@@ -19,11 +21,12 @@ need=()
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 command -v pgpool >/dev/null 2>&1 || need+=(pgpool2)
+need_consul=""
 command -v consul >/dev/null 2>&1 || need_consul=1
 
 export DEBIAN_FRONTEND=noninteractive
-if [ "${#need[@]}" -gt 0 ] || [ -n "${need_consul:-}" ]; then
-    if [ -n "${need_consul:-}" ] && [ ! -f /etc/apt/sources.list.d/bullseye.list ]; then
+if [ "${#need[@]}" -gt 0 ] || [ -n "$need_consul" ]; then
+    if [ -n "$need_consul" ] && [ ! -f /etc/apt/sources.list.d/bullseye.list ]; then
         echo "deb http://deb.debian.org/debian bullseye main" | $SUDO tee /etc/apt/sources.list.d/bullseye.list >/dev/null
         printf 'Package: *\nPin: release n=bullseye\nPin-Priority: 100\n' | $SUDO tee /etc/apt/preferences.d/bullseye-pin >/dev/null
     fi
@@ -31,52 +34,21 @@ if [ "${#need[@]}" -gt 0 ] || [ -n "${need_consul:-}" ]; then
     if [ "${#need[@]}" -gt 0 ]; then
         $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
     fi
-    if [ -n "${need_consul:-}" ]; then
+    if [ -n "$need_consul" ]; then
         $SUDO apt-get install -y -q --no-install-recommends -t bullseye consul
     fi
+    # Debian starts a default cluster and a pgpool service; we run our own.
+    for svc in postgresql pgpool2 haproxy; do
+        $SUDO service "$svc" stop >/dev/null 2>&1 || true
+    done
 fi
-
-# Debian starts a default cluster and a pgpool service; we run our own.
-for svc in postgresql pgpool2 haproxy; do
-    $SUDO service "$svc" stop >/dev/null 2>&1 || true
-done
 
 PYTHON="${PYTHON:-python3}"
-"$PYTHON" -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "Running pip as the .root. user" || true
-echo "install-deps: not root and no sudo; install postgresql-15 consul haproxy pgpool2 by hand" >&2
-        exit 1
-    fi
-fi
-
-need=()
-[ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
-command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
-command -v pgpool >/dev/null 2>&1 || need+=(pgpool2)
-command -v consul >/dev/null 2>&1 || need_consul=1
-
-export DEBIAN_FRONTEND=noninteractive
-if [ "${#need[@]}" -gt 0 ] || [ -n "${need_consul:-}" ]; then
-    if [ -n "${need_consul:-}" ] && [ ! -f /etc/apt/sources.list.d/bullseye.list ]; then
-        echo "deb http://deb.debian.org/debian bullseye main" | $SUDO tee /etc/apt/sources.list.d/bullseye.list >/dev/null
-        printf 'Package: *\nPin: release n=bullseye\nPin-Priority: 100\n' | $SUDO tee /etc/apt/preferences.d/bullseye-pin >/dev/null
-    fi
-    $SUDO apt-get update -q
-    if [ "${#need[@]}" -gt 0 ]; then
-        $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
-    fi
-    if [ -n "${need_consul:-}" ]; then
-        $SUDO apt-get install -y -q --no-install-recommends -t bullseye consul
-    fi
-fi
-
-# Debian starts a default cluster and a pgpool service; we run our own.
-for svc in postgresql pgpool2 haproxy; do
-    $SUDO service "$svc" stop >/dev/null 2>&1 || true
-done
-
-PYTHON="${PYTHON:-python3}"
-if ! "$PYTHON" -c 'import postgres_ras, pytest, hypothesis' >/dev/null 2>&1 \
-   || [ pyproject.toml -nt "$("$PYTHON" -c 'import postgres_ras,os;print(os.path.dirname(postgres_ras.__file__))' 2>/dev/null || echo /)" ]; then
-    "$PYTHON" -m pip install -q --disable-pip-version-check -e ".[test]"
-fi
-echo "install-deps: PostgreSQL $(/usr/lib/postgresql/15/bin/postgres --version | awk '{print $3}'), $(consul version | head -1), $(haproxy -v | head -1 | awk '{print $1, $3}'), pgpool $(pgpool --version 2>&1 | awk '{print $3}')"
+"$PYTHON" -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 \
+    | grep -v "Running pip as the 'root' user" || true
+"$PYTHON" -c 'import postgres_ras, pytest, hypothesis, schemathesis' || {
+    echo "install-deps: the Python packages did not install; see the pip output above" >&2
+    exit 1
+}
+echo "install-deps: $(/usr/lib/postgresql/15/bin/postgres --version), $(consul version | head -1)," \
+    "$(haproxy -v | head -1 | awk '{print $1, $3}'), $(pgpool --version 2>&1)"
