@@ -21,6 +21,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from postgres_ras.errors import ConfigError
 
 ENV_PREFIX = "PGRAS_"
+# Variables of the pgras CLI and the tests, not node settings.
+NOT_NODE_SETTINGS = frozenset(
+    {
+        "PGRAS_CONFIG",
+        "PGRAS_WORK_DIR",
+        "PGRAS_BASE_PORT",
+        "PGRAS_CLUSTER_NAME",
+        "PGRAS_TEST_BASE_PORT",
+    }
+)
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
 
 
@@ -161,7 +171,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     # Sorted: PGRAS_HA comes before PGRAS_HA__TTL, so the finer variable wins.
     for key, value in sorted(environ.items()):
-        if not key.startswith(ENV_PREFIX) or key == "PGRAS_CONFIG":
+        if not key.startswith(ENV_PREFIX) or key in NOT_NODE_SETTINGS:
             continue
         path = [p.lower() for p in key[len(ENV_PREFIX) :].split("__") if p]
         if not path:

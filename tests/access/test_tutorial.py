@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ import psycopg
 import pytest
 import requests
 
+from postgres_ras.demo_app import create_app
+from postgres_ras.demo_app.db import app_conninfo
 from postgres_ras.local.access import endpoints
 from postgres_ras.local.cluster import LocalCluster
 from postgres_ras.local.layout import Layout
@@ -87,6 +90,29 @@ class Tutorial:
     def pgpool_dsn(self, dbname: str = "puppies") -> str:
         return self.eps["pgpool"].replace("dbname=postgres", f"dbname={dbname}")
 
+    def haproxy_up(self) -> dict[str, set[str]]:
+        """Backend name -> the servers HAProxy has UP in it (from its stats CSV)."""
+        text = requests.get(self.eps["haproxy_stats"] + ";csv", timeout=2).text
+        up: dict[str, set[str]] = {}
+        for line in text.splitlines()[1:]:
+            cols = line.split(",")
+            if len(cols) > 17 and cols[1] not in ("FRONTEND", "BACKEND") and cols[17] == "UP":
+                up.setdefault(cols[0], set()).add(cols[1])
+        return up
+
+    def wait_routed(self, timeout: float = 15.0) -> None:
+        """Until HAProxy routes writes to the leader and reads to every streaming replica
+        (its checks trail the cluster's state by up to a check interval or two)."""
+
+        def routed() -> bool:
+            rows = self.cluster.members()
+            leader = {r.name for r in rows if r.leader and r.role == "primary"}
+            replicas = {r.name for r in rows if r.role == "replica" and r.streaming}
+            up = self.haproxy_up()
+            return up.get("write") == leader and up.get("read") == replicas and bool(replicas)
+
+        wait_for("HAProxy to route to the leader and the replicas", routed, timeout)
+
     def ports_by_role(self) -> tuple[int, set[int]]:
         """The leader's postgres port and the streaming replicas' ports (from Consul)."""
         rows = self.cluster.members()
@@ -124,7 +150,9 @@ def tutorial(request: pytest.FixtureRequest) -> Iterator[Tutorial]:
         except Exception:
             dump_logs(work)
             raise
-        yield Tutorial(cluster, endpoints(cluster.layout, cluster.superuser))
+        tutorial = Tutorial(cluster, endpoints(cluster.layout, cluster.superuser))
+        tutorial.wait_routed()
+        yield tutorial
     finally:
         try:
             cluster.down()
@@ -141,7 +169,7 @@ def test_pgpool_reads_reach_replicas_and_writes_the_primary(tutorial: Tutorial) 
         "the app through pgpool to serve the seed row", lambda: pups(tutorial.eps["app_pgpool"]), 30
     )
     seen: set[int] = set()
-    for _ in range(8):  # a fresh session each time: HAProxy round-robins over the replicas
+    for _ in range(12):  # a fresh session each time: HAProxy round-robins over the replicas
         with psycopg.connect(tutorial.pgpool_dsn(), connect_timeout=3, autocommit=True) as conn:
             port = conn.execute("SELECT inet_server_port()").fetchone()
             assert port is not None and port[0] in replica_ports, (port, replica_ports)
@@ -160,14 +188,76 @@ def test_pgpool_reads_reach_replicas_and_writes_the_primary(tutorial: Tutorial) 
         conn.commit()
 
 
+def test_app_retries_a_cut_read_once_but_never_a_write(
+    tutorial: Tutorial, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pooled connection cut under a request (as HAProxy cuts sessions to a node that
+    changes role): a GET is answered from a fresh connection, a POST answers 503 and
+    is not replayed."""
+    app = create_app(tutorial.eps["write"], bootstrap=False)
+    pool = app.extensions["puppies_pool"]
+    cut_dsn = app_conninfo(tutorial.eps["write"])
+
+    @contextmanager
+    def cut_connection(*args: Any, **kwargs: Any) -> Iterator[psycopg.Connection[Any]]:
+        conn = psycopg.connect(cut_dsn, autocommit=True)
+        pid = conn.info.backend_pid
+        with psycopg.connect(cut_dsn, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            wait_for(
+                "the cut backend to end",
+                lambda: (
+                    admin.execute(
+                        "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = %s", (pid,)
+                    ).fetchone()
+                    == (True,)
+                ),
+                5,
+                0.05,
+            )
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    try:
+        monkeypatch.setattr(pool, "connection", cut_connection)
+        client = app.test_client()
+        resp = client.get("/api/puppies")
+        assert resp.status_code == 200, resp.get_json()
+        tyler = next(p for p in resp.get_json()["data"] if p["name"] == "Tyler")
+        resp = client.get(f"/api/puppies/{tyler['id']}")
+        assert resp.status_code == 200 and resp.get_json()["data"] == tyler
+        resp = client.post("/api/puppies", json={"name": "cut-write", "age": 1})
+        assert resp.status_code == 503 and resp.get_json()["status"] == "error"
+        resp = client.put(f"/api/puppies/{tyler['id']}", json={"name": "cut-update"})
+        assert resp.status_code == 503
+    finally:
+        pool.close()
+    with psycopg.connect(tutorial.pgpool_dsn(), autocommit=True) as conn:
+        written = conn.execute(
+            "SELECT count(*) FROM pups WHERE name IN ('cut-write', 'cut-update')"
+        ).fetchone()
+    assert written == (0,), "a write was replayed on a fresh connection"
+
+
+@dataclass(frozen=True)
+class Sample:
+    n: int  # the n-th request of its probe
+    sent: float  # time.monotonic()
+    answered: float
+    status: int | None  # None: no HTTP answer (refused, timed out)
+    body: Any  # the JSON answer, or the text, or the exception's name
+
+
 @dataclass
 class Probe:
-    """Requests in a loop on a background thread, recording (sent, answered, status, body)."""
+    """Sends ``send(n)`` every ``interval`` seconds on a thread and records every answer."""
 
     name: str
     send: Callable[[int], requests.Response]
     interval: float
-    samples: list[tuple[float, float, int | None, Any]] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
 
@@ -177,19 +267,21 @@ class Probe:
         return self
 
     def _run(self) -> None:
-        i = 0
+        n = 0
         while not self.stop.is_set():
-            i += 1
+            n += 1
             sent = time.monotonic()
+            status: int | None = None
             try:
-                resp = self.send(i)
+                resp = self.send(n)
+                status = resp.status_code
                 try:
                     body: Any = resp.json()
                 except ValueError:
-                    body = resp.text[:200]
-                self.samples.append((sent, time.monotonic(), resp.status_code, body))
+                    body = resp.text[:300]
             except requests.RequestException as exc:
-                self.samples.append((sent, time.monotonic(), None, f"{type(exc).__name__}"))
+                body = type(exc).__name__
+            self.samples.append(Sample(n, sent, time.monotonic(), status, body))
             self.stop.wait(max(0.0, self.interval - (time.monotonic() - sent)))
 
     def finish(self) -> None:
@@ -197,19 +289,39 @@ class Probe:
         assert self.thread is not None
         self.thread.join(15)
 
-    def ok(self) -> list[tuple[float, float, int | None, Any]]:
-        return [s for s in self.samples if s[2] == 200]
+    def since(self, t: float) -> list[Sample]:
+        return [s for s in self.samples if s.sent >= t]
 
     def first_ok_after(self, t: float) -> float | None:
-        return next((s[1] for s in self.samples if s[2] == 200 and s[0] >= t), None)
+        """When the first request sent at or after ``t`` was answered 200."""
+        return next((s.answered for s in self.since(t) if s.status == 200), None)
 
 
 def read_figures(reader: Probe, since: float, until: float) -> tuple[int, int, float]:
     """(successes, attempts, longest gap in s between answered reads) in [since, until]."""
-    window = [s for s in reader.samples if since <= s[0] <= until]
-    ok_times = [since] + [s[1] for s in window if s[2] == 200] + [until]
+    window = [s for s in reader.since(since) if s.sent <= until]
+    ok_times = [since] + [s.answered for s in window if s.status == 200] + [until]
     gap = max(b - a for a, b in itertools.pairwise(ok_times))
-    return sum(1 for s in window if s[2] == 200), len(window), gap
+    return sum(1 for s in window if s.status == 200), len(window), gap
+
+
+def check_write_outage(probe: Probe, killed_at: float) -> tuple[float, list[Sample]]:
+    """While no primary is there, writes answer 503 JSON (never a 500, never "read-only
+    transaction"); once one succeeds, every later one does. Returns (outage s, failures)."""
+    back = probe.first_ok_after(killed_at)
+    assert back is not None, f"{probe.name}: no write succeeded after the kill"
+    failed = [s for s in probe.since(killed_at) if s.status != 200]
+    for s in failed:
+        assert s.status == 503, s
+        assert isinstance(s.body, dict) and s.body.get("status") == "error", s
+        assert "read-only" not in str(s.body), s
+    later = [s for s in probe.samples if s.sent >= back]
+    assert later and all(s.status == 200 for s in later), later
+    return back - killed_at, failed
+
+
+def acknowledged(probe: Probe, prefix: str) -> set[str]:
+    return {f"{prefix}-{s.n}" for s in probe.samples if s.status == 200}
 
 
 def test_tutorial_scenario(tutorial: Tutorial) -> None:
@@ -259,24 +371,27 @@ def test_tutorial_scenario(tutorial: Tutorial) -> None:
     )
 
     # 3. Kill the primary node while reading through the read app and writing through
-    #    the write app.
+    #    the write app and the pgpool app.
     old = cluster.leader()
     assert old is not None and old.role == "primary"
-    reader = Probe("reader", lambda i: requests.get(app_read, timeout=5), 0.1).start()
-    writer = Probe(
-        "writer",
-        lambda i: requests.post(app_write, json={"name": f"failover-{i}", "age": i}, timeout=10),
-        0.2,
-    ).start()
-    time.sleep(1.0)
-    killed_at = time.monotonic()
-    cluster.kill(old.name, signal.SIGKILL)
+
+    def post(url: str, prefix: str) -> Callable[[int], requests.Response]:
+        return lambda n: requests.post(url, json={"name": f"{prefix}-{n}", "age": 1}, timeout=10)
+
+    reader = Probe("reader", lambda n: requests.get(app_read, timeout=5), 0.1).start()
+    writer = Probe("writer", post(app_write, "failover"), 0.2).start()
+    pgpool_writer = Probe("pgpool-writer", post(app_pgpool, "failover-pgpool"), 0.2).start()
+    probes = (reader, writer, pgpool_writer)
     try:
-        wait_for(
-            "a write through the write app to succeed after the failover",
-            lambda: writer.first_ok_after(killed_at),
-            MAX_WRITE_OUTAGE_S + 10,
-        )
+        time.sleep(1.0)
+        killed_at = time.monotonic()
+        cluster.kill(old.name, signal.SIGKILL)
+        for probe in (writer, pgpool_writer):
+            wait_for(
+                f"a write through {probe.name} to succeed after the failover",
+                lambda probe=probe: probe.first_ok_after(killed_at),
+                MAX_WRITE_OUTAGE_S + 10,
+            )
         new = wait_for(
             "a new leader",
             lambda: (row := cluster.leader()) is not None and row.name != old.name and row,
@@ -284,65 +399,47 @@ def test_tutorial_scenario(tutorial: Tutorial) -> None:
         )
         time.sleep(3.0)  # keep reading and writing a while on the new primary
     finally:
-        reader.finish()
-        writer.finish()
+        for probe in probes:
+            probe.finish()
     ended_at = time.monotonic()
 
     ok_reads, reads, gap = read_figures(reader, killed_at, ended_at)
-    write_back = writer.first_ok_after(killed_at)
-    assert write_back is not None
-    outage = write_back - killed_at
-    failed_writes = [s for s in writer.samples if s[0] >= killed_at and s[2] != 200]
+    write_outage, write_failed = check_write_outage(writer, killed_at)
+    pgpool_outage, pgpool_failed = check_write_outage(pgpool_writer, killed_at)
     print(
-        f"\nfailover {old.name} -> {new.name}: reads through the read app "
-        f"{ok_reads}/{reads} ok ({ok_reads / max(reads, 1):.1%}), longest gap {gap:.2f}s; "
-        f"writes through the write app back after {outage:.2f}s "
-        f"({len(failed_writes)} answered {sorted({str(s[2]) for s in failed_writes})})"
+        f"\nfailover {old.name} -> {new.name}: reads through the read app {ok_reads}/{reads} ok "
+        f"({ok_reads / max(reads, 1):.1%}), longest gap {gap:.2f}s, slowest read "
+        f"{max(s.answered - s.sent for s in reader.since(killed_at)):.2f}s; writes back after "
+        f"{write_outage:.2f}s through the write app ({len(write_failed)} answered 503), "
+        f"{pgpool_outage:.2f}s through the pgpool app ({len(pgpool_failed)} answered 503)"
     )
-    failed_reads = [s for s in reader.samples if s[2] != 200]
+    failed_reads = [s for s in reader.samples if s.status != 200]
     assert ok_reads / reads >= MIN_READ_SUCCESS, failed_reads
     assert gap < MAX_READ_GAP_S, failed_reads
-    # While no primary is there, writes answer 503 with a JSON error, never a 500.
-    for _, _, status, body in failed_writes:
-        assert status == 503, (status, body)
-        assert isinstance(body, dict) and body.get("status") == "error", body
-    assert outage < MAX_WRITE_OUTAGE_S
-    # After the first success, every write succeeds.
-    after = [s for s in writer.samples if s[0] >= write_back]
-    assert after and all(s[2] == 200 for s in after), after
-    acknowledged = {f"failover-{i}" for i, s in enumerate(writer.samples, 1) if s[2] == 200}
+    assert write_outage < MAX_WRITE_OUTAGE_S
+    assert pgpool_outage < MAX_WRITE_OUTAGE_S
+    written = acknowledged(writer, "failover") | acknowledged(pgpool_writer, "failover-pgpool")
 
-    # 4. Writes through the pgpool app succeed too, never hitting "read-only transaction".
-    def pgpool_write(name: str) -> bool:
-        resp = requests.post(app_pgpool, json={"name": name, "age": 1}, timeout=10)
-        assert "read-only" not in resp.text, resp.text
-        assert resp.status_code in (200, 503), resp.text
-        return resp.status_code == 200
-
-    wait_for("a write through the pgpool app", lambda: pgpool_write("pgpool-first"), 15)
-    for i in range(20):
-        assert pgpool_write(f"pgpool-{i}")
-        acknowledged.add(f"pgpool-{i}")
-    acknowledged.add("pgpool-first")
-
-    # 5. The killed node comes back (``pgras up``) and rejoins as a streaming replica.
+    # 4. The killed node comes back (``pgras up``) and rejoins as a streaming replica.
     cluster.up(access=True, wait=60)
     rows = {r.name: r for r in cluster.members()}
     assert rows[old.name].role == "replica" and rows[old.name].streaming, rows[old.name]
-    assert not rows[old.name].leader
     assert [r.name for r in rows.values() if r.leader] == [new.name]
-    # Writes through every app still land on the primary, with the old one back as replica.
-    for i in range(10):
-        assert pgpool_write(f"rejoined-{i}")
-        acknowledged.add(f"rejoined-{i}")
-        resp = requests.post(app_write, json={"name": f"rejoined-w{i}"}, timeout=10)
-        assert resp.status_code == 200, resp.text
-        acknowledged.add(f"rejoined-w{i}")
 
-    # 6. Every node ends with the same rows, and nothing acknowledged is lost.
+    # 5. With the old primary back as a replica (behind the read endpoint, so pgpool's
+    #    backend 1), every write through either app lands on the primary: no
+    #    "read-only transaction", no 503.
+    for n in range(10):
+        for url, prefix in ((app_pgpool, "rejoined-pgpool"), (app_write, "rejoined")):
+            resp = requests.post(url, json={"name": f"{prefix}-{n}"}, timeout=10)
+            assert resp.status_code == 200, resp.text
+            written.add(f"{prefix}-{n}")
+
+    # 6. Every node ends with the same rows, and no acknowledged write is lost.
     final = pups(app_write)
-    assert acknowledged <= {p["name"] for p in final}, acknowledged - {p["name"] for p in final}
-    assert as_rows(expected) == [r for r in as_rows(final) if r[1] in ("Tyler", "Whisky")]
+    names = {p["name"] for p in final}
+    assert written <= names, written - names
+    assert [r for r in as_rows(final) if r[1] in ("Tyler", "Whisky")] == as_rows(expected)
     wait_for(
         "every node to hold the same rows as the primary",
         lambda: all(tutorial.node_rows(p) == as_rows(final) for p in ports),

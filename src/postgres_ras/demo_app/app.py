@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from flask import Flask, Response, jsonify, request
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from postgres_ras.demo_app import db
@@ -65,6 +65,12 @@ def create_app(dsn: str | None = None, bootstrap: bool = True) -> Flask:
     def run(query: Callable[[psycopg.Connection[Any]], Any]) -> Any:
         return _run(pool, query)
 
+    retry_dsn = db.app_conninfo(server_dsn)
+
+    def read(query: Callable[[psycopg.Connection[Any]], Any]) -> Any:
+        """For idempotent GETs only: a connection lost mid-query is retried once, afresh."""
+        return _run(pool, query, retry_dsn=retry_dsn)
+
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Result:
         field = "body" if exc.code == 413 else None
@@ -97,14 +103,14 @@ def create_app(dsn: str | None = None, bootstrap: bool = True) -> Flask:
 
     @app.get("/api/puppies")
     def get_all() -> Result:
-        rows = run(lambda c: c.execute(f"SELECT {COLUMNS} FROM pups ORDER BY id").fetchall())
+        rows = read(lambda c: c.execute(f"SELECT {COLUMNS} FROM pups ORDER BY id").fetchall())
         return success(data=rows, message="Retrieved ALL puppies")
 
     @app.get("/api/puppies/<int:pup_id>")
     def get_one(pup_id: int) -> Result:
         if not valid_id(pup_id):
             return not_found(pup_id)
-        row = run(
+        row = read(
             lambda c: c.execute(f"SELECT {COLUMNS} FROM pups WHERE id = %s", (pup_id,)).fetchone()
         )
         if row is None:
@@ -177,13 +183,50 @@ def _body() -> dict[str, Any]:
     return request.form.to_dict()
 
 
-def _run(pool: ConnectionPool, query: Callable[[psycopg.Connection[Any]], Any]) -> Any:
+def _run(
+    pool: ConnectionPool,
+    query: Callable[[psycopg.Connection[Any]], Any],
+    retry_dsn: str | None = None,
+) -> Any:
     """Run ``query`` on a pooled connection; database trouble becomes Unavailable.
 
     A connection that failed, or that reached a read-only server (a demoted
     primary, a replica behind the write endpoint), is closed so the pool never
     hands it out again: the next request connects afresh through the endpoint.
+
+    With ``retry_dsn`` (idempotent reads only, never writes), a pooled connection
+    that breaks (psycopg.OperationalError: cut by the endpoint when its server
+    changes role, or by a restarting server) is retried once on a fresh
+    connection to ``retry_dsn``, outside the pool. A pool that cannot hand out a
+    connection in time (PoolTimeout) is not retried: that is overload or an
+    outage, which another connection would only worsen.
     """
+    try:
+        return _on_pooled(pool, query)
+    except Unavailable as exc:
+        cause = exc.__cause__
+        if (
+            retry_dsn is None
+            or not isinstance(cause, psycopg.OperationalError)
+            or isinstance(cause, PoolTimeout)
+        ):
+            raise
+        log.info("read failed (%s); retrying once on a fresh connection", str(cause).strip())
+    try:
+        with psycopg.connect(retry_dsn, autocommit=True) as conn:
+            conn.row_factory = dict_row  # type: ignore[assignment]
+            return query(conn)
+    except psycopg.errors.UndefinedTable as exc:
+        raise Unavailable("database not initialised yet, retry later") from exc
+    except psycopg.errors.DataError as exc:
+        raise InputError("body", f"invalid value: {exc.diag.message_primary}") from exc
+    except psycopg.Error as exc:
+        log.warning("database error on retry: %s", str(exc).strip())
+        raise Unavailable("database unavailable, retry later") from exc
+
+
+def _on_pooled(pool: ConnectionPool, query: Callable[[psycopg.Connection[Any]], Any]) -> Any:
+    """One attempt on a pooled connection (see :func:`_run`)."""
     try:
         with pool.connection() as conn:
             conn.row_factory = dict_row  # type: ignore[assignment]

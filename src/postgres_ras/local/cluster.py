@@ -292,11 +292,22 @@ class LocalCluster:
         while time.monotonic() < deadline:
             if self.is_healthy(nodes):
                 return
+            self._fail_if_dead()
             time.sleep(0.2)
         raise FatalError(
             f"cluster not healthy after {timeout:.0f}s (want 1 primary + {nodes - 1} streaming "
             f"replicas); see the logs in {self.layout.logs}"
         )
+
+    def _fail_if_dead(self) -> None:
+        """Fail at once, with the reason, when a node process exited (bad config, port taken)."""
+        for name in self.node_names():
+            for component in ("agent", "controller"):
+                proc = f"{name}-{component}"
+                if self.table.pid_file(proc).exists() and self.table.get(proc) is None:
+                    log = self.table.log_file(proc)
+                    tail = log.read_text(errors="replace").splitlines()[-5:] if log.exists() else []
+                    raise FatalError(f"{proc} exited: " + " | ".join(tail) + f" (log: {log})")
 
     # --- operations ------------------------------------------------------------------
     def kill(self, name: str, sig: signal.Signals) -> list[int]:
