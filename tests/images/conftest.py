@@ -451,3 +451,14 @@ def cluster(
         if request.session.testsfailed or os.environ.get("PGRAS_TEST_DUMP_LOGS"):
             c.dump_logs()
         c.remove_all()
+
+
+# Figures the container tests measured (outages, rejoin times), printed once at the end.
+FIGURES: dict[str, float] = {}
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FIGURES:
+        terminalreporter.write_line("[images] figures:")
+        for key, value in FIGURES.items():
+            terminalreporter.write_line(f"  {key}: {value:.1f}s")

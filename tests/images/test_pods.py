@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from tests.images.conftest import (
+    FIGURES,
     IMAGES,
     NODES,
     STOP_GRACE,
@@ -30,7 +31,7 @@ from tests.images.conftest import (
 pytestmark = [pytest.mark.images, pytest.mark.timeout(420)]
 
 TABLE = "pgras_test_writes"
-FIGURES: dict[str, float] = {}
+
 LAST_ERROR: list[str] = []
 
 
@@ -404,8 +405,3 @@ def test_every_container_stops_cleanly(cluster: DockerCluster) -> None:
         )  # fmt: skip
         state = [ln for ln in proc.stdout.splitlines() if ln.startswith("Database cluster state")]
         assert state and ("shut down" in state[0]), f"{node}: {state or proc.stderr}"
-
-
-def test_print_figures() -> None:
-    """Not a check: the figures of this run in one block."""
-    print("\n[images] figures:\n" + "\n".join(f"  {k}: {v:.1f}s" for k, v in FIGURES.items()))
