@@ -24,11 +24,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from postgres_ras.agent import queries
 from postgres_ras.agent.controldata import ControlData, parse_controldata
 from postgres_ras.agent.pgconf import Upstream, conninfo, render_pg_hba, render_pgras_conf
 from postgres_ras.config import NodeConfig
 from postgres_ras.errors import PostgresError
-from postgres_ras.lsn import format_lsn, parse_lsn
 
 log = logging.getLogger(__name__)
 
@@ -417,77 +417,9 @@ class Postgres:
         return len(rows)
 
     def ensure_slots(self, names: Sequence[str]) -> dict[str, list[str]]:
-        """Create the physical slots named, drop the other physical slots once inactive."""
-        wanted = set(names)
-        created: list[str] = []
-        dropped: list[str] = []
-        busy: list[str] = []
         with self.connect() as conn:
-            rows = conn.execute(
-                "SELECT slot_name, active FROM pg_replication_slots WHERE slot_type = 'physical'"
-            ).fetchall()
-            existing = {name: active for name, active in rows}
-            for name in sorted(wanted - existing.keys()):
-                conn.execute("SELECT pg_create_physical_replication_slot(%s, true)", (name,))
-                created.append(name)
-            for name, active in existing.items():
-                if name in wanted:
-                    continue
-                if active:  # its walsender has not noticed the member left yet
-                    busy.append(name)
-                else:
-                    conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))
-                    dropped.append(name)
-        return {"created": created, "dropped": dropped, "busy": busy}
+            return queries.ensure_slots(conn, names)
 
     def query_state(self) -> dict[str, Any]:
-        """Role and WAL positions of the running server."""
         with self.connect(timeout=2) as conn:
-            in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()
-            assert in_recovery is not None
-            if not in_recovery[0]:
-                row = conn.execute(
-                    "SELECT pg_current_wal_lsn()::text, "
-                    "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
-                ).fetchone()
-                assert row is not None
-                return {
-                    "role": "primary",
-                    "lsn": parse_lsn(row[0]),
-                    "timeline": row[1],
-                    "receive_lsn": None,
-                    "replay_lsn": None,
-                    "streaming": False,
-                    "sender": None,
-                }
-            row = conn.execute(
-                "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, "
-                "greatest((SELECT timeline_id FROM pg_control_checkpoint()), "
-                # The checkpoint's timeline lags a timeline switch until the next
-                # restartpoint; the newest history file fetched does not.
-                "(SELECT max(('x' || substr(name, 1, 8))::bit(32)::int) FROM pg_ls_waldir() "
-                "WHERE name ~ '^[0-9A-F]{8}[.]history$'))"
-            ).fetchone()
-            assert row is not None
-            wr = conn.execute(
-                "SELECT status, received_tli, sender_host, sender_port FROM pg_stat_wal_receiver"
-            ).fetchone()
-        receive = parse_lsn(row[0]) if row[0] else None
-        replay = parse_lsn(row[1]) if row[1] else None
-        timeline = row[2]
-        streaming = bool(wr and wr[0] == "streaming")
-        if wr and wr[1]:
-            timeline = max(int(timeline or 0), int(wr[1]))
-        return {
-            "role": "replica",
-            "lsn": max(x for x in (receive, replay, 0) if x is not None),
-            "receive_lsn": receive,
-            "replay_lsn": replay,
-            "timeline": timeline,
-            "streaming": streaming,
-            "sender": f"{wr[2]}:{wr[3]}" if wr and wr[2] else None,
-        }
-
-
-def lsn_text(value: int | None) -> str | None:
-    return None if value is None else format_lsn(value)
+            return queries.query_state(conn)

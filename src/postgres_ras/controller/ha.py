@@ -17,10 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from postgres_ras.config import NodeConfig, slot_name
+from postgres_ras.config import NodeConfig
 from postgres_ras.controller import probe
 from postgres_ras.controller.agent_client import AgentClient
 from postgres_ras.controller.decide import PENDING_INIT, decide
+from postgres_ras.controller.leader import LeaderDuties
 from postgres_ras.controller.publisher import RolePublisher
 from postgres_ras.controller.state import (
     Action,
@@ -31,14 +32,12 @@ from postgres_ras.controller.state import (
     Role,
     Settings,
 )
-from postgres_ras.dcs.base import Cluster, Switchover
+from postgres_ras.dcs.base import Cluster
 from postgres_ras.dcs.consul import ConsulDCS
 from postgres_ras.errors import AgentError, DCSError
-from postgres_ras.lsn import format_lsn, parse_lsn
+from postgres_ras.lsn import format_lsn
 
 log = logging.getLogger("pgras.controller")
-
-SWITCHOVER_CATCHUP = 5.0
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ class HA:
         self.last_leader_lsn: int | None = None
         self.snapshot = Snapshot()
         self.last_sentence = ""
-        self.slots: list[str] | None = None
+        self.duties = LeaderDuties(config, dcs, agent, clock)
         self.stop_event = threading.Event()
         self._last_warning = ""
 
@@ -182,7 +181,7 @@ class HA:
         a = Action
         if d.action in (a.WAIT, a.HOLD):
             if d.action is a.HOLD and o.node and o.node.role is Role.PRIMARY:
-                self._leader_housekeeping(o)
+                self.duties.housekeeping(o)
             return d.reason
         if d.action is a.BOOTSTRAP:
             if not self.dcs.cas("initialize", PENDING_INIT, 0):
@@ -192,7 +191,7 @@ class HA:
                 return "won initialize but not the leader lock; backing off"
             self._confirm_lease(o)
             self.agent.bootstrap()
-            self._history(o, "bootstrap")
+            self.duties.history(o, "bootstrap")
             return "initializing a new cluster (initdb)"
         if d.action is a.CLONE:
             assert d.upstream is not None
@@ -256,94 +255,17 @@ class HA:
     def _after_promotion(self, o: Observation, why: str) -> None:
         if o.cluster is not None and o.cluster.switchover is not None:
             self.dcs.delete("switchover")
-        self._history(o, why)
-        self.slots = None
-        self._leader_housekeeping(o)
-
-    def _history(self, o: Observation, why: str) -> None:
-        history = list(o.cluster.history) if o.cluster else []
-        lsn = o.node.lsn if o.node else None
-        history.append(
-            {
-                "leader": self.config.name,
-                "why": why,
-                "at": time.time(),
-                "lsn": format_lsn(lsn) if lsn is not None else None,
-                "timeline": (o.node.timeline or 0)
-                + (1 if why in ("failover", "switchover", "promote") else 0)
-                if o.node
-                else None,
-            }
-        )
-        try:
-            self.dcs.put("history", _json(history[-100:]))
-        except DCSError as exc:
-            log.warning("could not record history: %s", exc)
-
-    def _leader_housekeeping(self, o: Observation) -> None:
-        cluster, node = o.cluster, o.node
-        if cluster is None or node is None or not node.running:
-            return
-        if node.sysid and cluster.initialize in (None, PENDING_INIT):
-            self.dcs.put("initialize", node.sysid)
-        if cluster.config is None:
-            s = o.settings
-            self.dcs.cas(
-                "config",
-                _json(
-                    {
-                        "ttl": s.ttl,
-                        "loop_wait": s.loop_wait,
-                        "retry_timeout": s.retry_timeout,
-                        "maximum_lag_on_failover": s.maximum_lag_on_failover,
-                        "synchronous_mode": s.synchronous_mode,
-                    }
-                ),
-                0,
-            )
-        if cluster.switchover and cluster.switchover.stale(o.now_wall):
-            log.warning("dropping a stale switchover request from %s", cluster.switchover.source)
-            self.dcs.delete("switchover")
-        wanted = sorted(slot_name(m.name) for m in cluster.members if m.name != self.config.name)
-        if wanted != self.slots:
-            try:
-                result = self.agent.ensure_slots(wanted)
-                # Slots still in use by a departed member are retried next cycle.
-                self.slots = None if result.get("busy") else wanted
-                if result.get("created") or result.get("dropped"):
-                    log.info(
-                        "replication slots: created %s, dropped %s",
-                        result.get("created"),
-                        result.get("dropped"),
-                    )
-            except AgentError as exc:
-                log.warning("could not manage replication slots: %s", exc)
+        self.duties.history(o, why)
+        self.duties.slots = None
+        self.duties.housekeeping(o)
 
     def _switchover(self, d: Decision, o: Observation) -> str:
-        assert o.cluster is not None and d.target is not None
-        target = o.cluster.member(d.target)
-        if target is None:
-            return f"switchover target {d.target} vanished"
-        result = self.agent.stop("fast", f"switchover to {d.target}")
-        checkpoint = parse_lsn(result["checkpoint_lsn"]) if result.get("checkpoint_lsn") else None
-        deadline = self.clock() + SWITCHOVER_CATCHUP
-        caught_up = False
-        while checkpoint is not None and self.clock() < deadline:
-            peer = probe.probe_one(probe.Target(target.name, target.api_url), 0.5, fresh=True)
-            if peer.lsn is not None and peer.lsn > checkpoint:
-                caught_up = True
-                break
-            time.sleep(0.02)
-        if not caught_up:
-            self.dcs.delete("switchover")
-            self.agent.start_primary()
-            return f"switchover aborted: {d.target} did not receive the final WAL; staying primary"
-        self.lease_deadline = None
-        self._heartbeat()
-        # Name the target so that only it races for the lock we are about to free.
-        self.dcs.put("switchover", Switchover(self.config.name, d.target, time.time()).to_json())
-        self.dcs.release_leader()
-        return f"handed the leader lock to {d.target} after it received all WAL (switchover)"
+        sentence, handed_over = self.duties.switchover(d, o)
+        if handed_over:
+            self.lease_deadline = None
+            self._heartbeat()
+            self.dcs.release_leader()
+        return sentence
 
     # --- publish -------------------------------------------------------------------
     def member_data(self, o: Observation) -> dict[str, Any]:
@@ -462,9 +384,3 @@ class HA:
         except (DCSError, AgentError) as exc:
             log.warning("unclean shutdown: %s", exc)
         del o
-
-
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value, sort_keys=True)

@@ -1,0 +1,85 @@
+"""The SQL the agent runs against its own postgres: role and WAL positions, slots.
+
+Pure functions over an open connection, so the SQL sits in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+from postgres_ras.lsn import parse_lsn
+
+
+def ensure_slots(conn: psycopg.Connection[Any], names: Sequence[str]) -> dict[str, list[str]]:
+    """Create the physical slots named, drop the other physical slots once inactive."""
+    wanted = set(names)
+    created: list[str] = []
+    dropped: list[str] = []
+    busy: list[str] = []
+    rows = conn.execute(
+        "SELECT slot_name, active FROM pg_replication_slots WHERE slot_type = 'physical'"
+    ).fetchall()
+    existing = {name: active for name, active in rows}
+    for name in sorted(wanted - existing.keys()):
+        conn.execute("SELECT pg_create_physical_replication_slot(%s, true)", (name,))
+        created.append(name)
+    for name, active in existing.items():
+        if name in wanted:
+            continue
+        if active:  # its walsender has not noticed the member left yet
+            busy.append(name)
+        else:
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))
+            dropped.append(name)
+    return {"created": created, "dropped": dropped, "busy": busy}
+
+
+def query_state(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    """Role and WAL positions of the running server."""
+    in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+    assert in_recovery is not None
+    if not in_recovery[0]:
+        row = conn.execute(
+            "SELECT pg_current_wal_lsn()::text, "
+            "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
+        ).fetchone()
+        assert row is not None
+        return {
+            "role": "primary",
+            "lsn": parse_lsn(row[0]),
+            "timeline": row[1],
+            "receive_lsn": None,
+            "replay_lsn": None,
+            "streaming": False,
+            "sender": None,
+        }
+    row = conn.execute(
+        "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, "
+        "greatest((SELECT timeline_id FROM pg_control_checkpoint()), "
+        # The checkpoint's timeline lags a timeline switch until the next
+        # restartpoint; the newest history file fetched does not.
+        "(SELECT max(('x' || substr(name, 1, 8))::bit(32)::int) FROM pg_ls_waldir() "
+        "WHERE name ~ '^[0-9A-F]{8}[.]history$'))"
+    ).fetchone()
+    assert row is not None
+    wr = conn.execute(
+        "SELECT status, received_tli, sender_host, sender_port FROM pg_stat_wal_receiver"
+    ).fetchone()
+    receive = parse_lsn(row[0]) if row[0] else None
+    replay = parse_lsn(row[1]) if row[1] else None
+    timeline = row[2]
+    streaming = bool(wr and wr[0] == "streaming")
+    if wr and wr[1]:
+        timeline = max(int(timeline or 0), int(wr[1]))
+    return {
+        "role": "replica",
+        "lsn": max(x for x in (receive, replay, 0) if x is not None),
+        "receive_lsn": receive,
+        "replay_lsn": replay,
+        "timeline": timeline,
+        "streaming": streaming,
+        "sender": f"{wr[2]}:{wr[3]}" if wr and wr[2] else None,
+    }

@@ -1,0 +1,133 @@
+"""What only the leader does: housekeeping of Consul keys and slots, history, switchover.
+
+Separate from the loop so each duty reads on its own. A switchover stays
+within the leader lease: the catch-up wait is shorter than retry_timeout, so
+an aborted switchover can restart postgres as primary under a valid lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from postgres_ras.config import NodeConfig, slot_name
+from postgres_ras.controller import probe
+from postgres_ras.controller.agent_client import AgentClient
+from postgres_ras.controller.decide import PENDING_INIT
+from postgres_ras.controller.state import Decision, Observation
+from postgres_ras.dcs.base import Switchover
+from postgres_ras.dcs.consul import ConsulDCS
+from postgres_ras.errors import AgentError, DCSError
+from postgres_ras.lsn import format_lsn, parse_lsn
+
+log = logging.getLogger("pgras.controller")
+
+SWITCHOVER_CATCHUP = 2.0
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+class LeaderDuties:
+    def __init__(
+        self,
+        config: NodeConfig,
+        dcs: ConsulDCS,
+        agent: AgentClient,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.dcs = dcs
+        self.agent = agent
+        self.clock = clock
+        self.slots: list[str] | None = None
+
+    def history(self, o: Observation, why: str) -> None:
+        history = list(o.cluster.history) if o.cluster else []
+        lsn = o.node.lsn if o.node else None
+        history.append(
+            {
+                "leader": self.config.name,
+                "why": why,
+                "at": time.time(),
+                "lsn": format_lsn(lsn) if lsn is not None else None,
+                "timeline": (o.node.timeline or 0)
+                + (1 if why in ("failover", "switchover", "promote") else 0)
+                if o.node
+                else None,
+            }
+        )
+        try:
+            self.dcs.put("history", _json(history[-100:]))
+        except DCSError as exc:
+            log.warning("could not record history: %s", exc)
+
+    def housekeeping(self, o: Observation) -> None:
+        cluster, node = o.cluster, o.node
+        if cluster is None or node is None or not node.running:
+            return
+        if node.sysid and cluster.initialize in (None, PENDING_INIT):
+            self.dcs.put("initialize", node.sysid)
+        if cluster.config is None:
+            s = o.settings
+            self.dcs.cas(
+                "config",
+                _json(
+                    {
+                        "ttl": s.ttl,
+                        "loop_wait": s.loop_wait,
+                        "retry_timeout": s.retry_timeout,
+                        "maximum_lag_on_failover": s.maximum_lag_on_failover,
+                        "synchronous_mode": s.synchronous_mode,
+                    }
+                ),
+                0,
+            )
+        if cluster.switchover and cluster.switchover.stale(o.now_wall):
+            log.warning("dropping a stale switchover request from %s", cluster.switchover.source)
+            self.dcs.delete("switchover")
+        wanted = sorted(slot_name(m.name) for m in cluster.members if m.name != self.config.name)
+        if wanted != self.slots:
+            try:
+                result = self.agent.ensure_slots(wanted)
+                # Slots still in use by a departed member are retried next cycle.
+                self.slots = None if result.get("busy") else wanted
+                if result.get("created") or result.get("dropped"):
+                    log.info(
+                        "replication slots: created %s, dropped %s",
+                        result.get("created"),
+                        result.get("dropped"),
+                    )
+            except AgentError as exc:
+                log.warning("could not manage replication slots: %s", exc)
+
+    def switchover(self, d: Decision, o: Observation) -> tuple[str, bool]:
+        """Stop postgres and wait for the target to hold all WAL; True when it may take over."""
+        assert o.cluster is not None and d.target is not None
+        target = o.cluster.member(d.target)
+        if target is None:
+            return f"switchover target {d.target} vanished", False
+        result = self.agent.stop("fast", f"switchover to {d.target}")
+        checkpoint = parse_lsn(result["checkpoint_lsn"]) if result.get("checkpoint_lsn") else None
+        deadline = self.clock() + SWITCHOVER_CATCHUP
+        caught_up = False
+        while checkpoint is not None and self.clock() < deadline:
+            peer = probe.probe_one(probe.Target(target.name, target.api_url), 0.5, fresh=True)
+            if peer.lsn is not None and peer.lsn > checkpoint:
+                caught_up = True
+                break
+            time.sleep(0.02)
+        if not caught_up:
+            self.dcs.delete("switchover")
+            self.agent.start_primary()
+            return (
+                f"switchover aborted: {d.target} did not receive the final WAL; staying primary",
+                False,
+            )
+        # Name the target so that only it races for the lock we are about to free.
+        self.dcs.put("switchover", Switchover(self.config.name, d.target, time.time()).to_json())
+        return f"handed the leader lock to {d.target} after it received all WAL (switchover)", True
