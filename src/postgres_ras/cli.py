@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -39,9 +40,8 @@ def _local(ctx: click.Context) -> Any:
     "--work-dir",
     type=click.Path(path_type=Path),
     envvar="PGRAS_WORK_DIR",
-    default=".pgras",
-    show_default=True,
-    help="Local cluster state, data and logs.",
+    default=None,
+    help="Local cluster state, data and logs [default: .pgras, or /var/tmp/pgras as root].",
 )
 @click.option(
     "--base-port",
@@ -58,8 +58,11 @@ def _local(ctx: click.Context) -> Any:
     help="Cluster name (Consul prefix pgras/<cluster>/).",
 )
 @click.pass_context
-def main(ctx: click.Context, work_dir: Path, base_port: int | None, cluster: str) -> None:
+def main(ctx: click.Context, work_dir: Path | None, base_port: int | None, cluster: str) -> None:
     """postgres-ras: a resilient PostgreSQL cluster that heals itself."""
+    if work_dir is None:
+        # Root's home is private and postgres runs as the unprivileged postgres user.
+        work_dir = Path("/var/tmp/pgras" if os.geteuid() == 0 else ".pgras")
     ctx.obj = {"work_dir": work_dir, "base_port": base_port, "cluster": cluster}
 
 
