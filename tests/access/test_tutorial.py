@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import itertools
 import shutil
+import os
 import signal
 import tempfile
 import threading
@@ -43,13 +44,17 @@ from postgres_ras.local.layout import Layout
 
 pytestmark = [pytest.mark.access, pytest.mark.timeout(240)]
 
-BASE_PORT = 28500  # the cluster uses 28500-28850
+BASE_PORT = int(os.environ.get("PGRAS_TUTORIAL_BASE_PORT", "28500"))  # uses base..base+350
 SEED = {"name": "Tyler", "breed": "Retrieved", "age": 3, "sex": "M"}
 FIELDS = ("name", "breed", "age", "sex")
 
-# Bounds on the failover, asserted after measuring real runs (figures printed).
+# Bounds on the failover (figures printed). Measured locally (2 vCPU): reads 100% ok,
+# longest gap 0.1-1.2 s (at most one read of ~1 s per run, likely HAProxy's 1 s
+# turn-around before it retries a connection the dead node refused); writes back
+# after 4-6 s. Without a read fallback while no replica streams and no primary is up,
+# the gap was 2.9-4.8 s with reads failing: the gap bound tells the two apart.
 MIN_READ_SUCCESS = 0.95
-MAX_READ_GAP_S = 3.0
+MAX_READ_GAP_S = 2.5
 MAX_WRITE_OUTAGE_S = 20.0
 
 

@@ -38,13 +38,20 @@ def test_write_backend_checks_primary_on_the_api_port() -> None:
         assert f"server {n.name} 127.0.0.1:{n.postgres} check port {n.api}" in write
 
 
-def test_read_backend_checks_replica_and_falls_back_to_write() -> None:
+def test_read_backend_checks_replica_and_falls_back_to_write_then_any_node() -> None:
     cfg = render_haproxy_cfg(LAYOUT, NODES)
     assert "http-check send meth GET uri /replica" in section(cfg, "backend read")
     front = section(cfg, "frontend read")
     assert f"bind 127.0.0.1:{LAYOUT.haproxy_read}" in front
-    assert "use_backend read if { nbsrv(read) gt 0 }" in front
-    assert "default_backend write" in front
+    assert front.index("use_backend read if { nbsrv(read) gt 0 }") < front.index(
+        "use_backend write if { nbsrv(write) gt 0 }"
+    )
+    # Neither a streaming replica nor a primary (an election): any running node reads.
+    assert "default_backend any" in front
+    any_backend = section(cfg, "backend any")
+    assert "http-check send meth GET uri /health" in any_backend
+    for n in NODES:
+        assert f"server {n.name} 127.0.0.1:{n.postgres} check port {n.api}" in any_backend
     assert f"bind 127.0.0.1:{LAYOUT.haproxy_write}" in section(cfg, "frontend write")
     assert f"bind 127.0.0.1:{LAYOUT.haproxy_stats}" in section(cfg, "listen stats")
 

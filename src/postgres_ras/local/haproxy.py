@@ -3,7 +3,10 @@
 The write frontend sends TCP connections to the one node whose controller answers
 ``GET /primary`` with 200; the read frontend balances over nodes answering
 ``GET /replica`` and falls back to the write backend while no replica is up, so
-reads (and pgpool's backend 1) are still served by the primary. Checks are fast
+reads (and pgpool's backend 1) are still served by the primary. While neither
+exists (an election: a dead primary stops every replica's streaming, so all of
+them fail ``/replica`` until the new primary is up) reads go to any node whose
+postgres runs (``GET /health``): briefly stale reads rather than no reads. Checks are fast
 (``inter`` 300 ms, ``fall`` 2, ``rise`` 1) and ``on-marked-down shutdown-sessions``
 cuts every connection to a server as soon as it stops being what its backend
 needs: no session stays on a demoted primary.
@@ -98,7 +101,9 @@ def render_haproxy_cfg(
         f"    bind {host}:{layout.haproxy_read}",
         "    # No replica up (one node, or all replicas down): the primary serves reads.",
         "    use_backend read if { nbsrv(read) gt 0 }",
-        "    default_backend write",
+        "    use_backend write if { nbsrv(write) gt 0 }",
+        "    # Neither (an election in progress): any running node serves (stale) reads.",
+        "    default_backend any",
         "",
         "backend write",
         "    option httpchk",
@@ -110,6 +115,13 @@ def render_haproxy_cfg(
         "    balance roundrobin",
         "    option httpchk",
         "    http-check send meth GET uri /replica",
+        "    http-check expect status 200",
+        *_server_lines(nodes, host),
+        "",
+        "backend any",
+        "    balance roundrobin",
+        "    option httpchk",
+        "    http-check send meth GET uri /health",
         "    http-check expect status 200",
         *_server_lines(nodes, host),
         "",
