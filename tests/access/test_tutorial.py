@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import functools
 import itertools
-import shutil
 import os
+import shutil
 import signal
 import tempfile
 import threading
