@@ -29,6 +29,7 @@ NOT_NODE_SETTINGS = frozenset(
         "PGRAS_BASE_PORT",
         "PGRAS_CLUSTER_NAME",
         "PGRAS_TEST_BASE_PORT",
+        "PGRAS_TUTORIAL_BASE_PORT",
     }
 )
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
