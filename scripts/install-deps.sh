@@ -7,22 +7,23 @@
 # with an apt pin of priority 100 so nothing else is taken from it.
 set -euo pipefail
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then
-        SUDO="sudo"
-    else
-        echo "install-deps: not root and no sudo; install postgresql-15 consul haproxy pgpool2 by hand" >&2
-        exit 1
-    fi
-fi
-
 need=()
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 command -v pgpool >/dev/null 2>&1 || need+=(pgpool2)
 need_consul=""
 command -v consul >/dev/null 2>&1 || need_consul=1
+
+SUDO=""
+if { [ "${#need[@]}" -gt 0 ] || [ -n "$need_consul" ]; } && [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+        SUDO="sudo"
+    else
+        echo "install-deps: missing ${need[*]} ${need_consul:+consul}; not root and no sudo:" \
+            "install them as root (apt; consul from Debian bullseye) and run again" >&2
+        exit 1
+    fi
+fi
 
 export DEBIAN_FRONTEND=noninteractive
 if [ "${#need[@]}" -gt 0 ] || [ -n "$need_consul" ]; then
