@@ -15,6 +15,7 @@ import pytest
 from postgres_ras.controller.decide import (
     PENDING_INIT,
     PLAUSIBLE_AHEAD,
+    STUCK_REPLICA_AFTER,
     SWITCHOVER_TIMEOUT,
     candidate_key,
     decide,
@@ -548,6 +549,18 @@ CASES = [
         Action.HOLD,
         ["replica of n2", "not streaming yet"],
         id="replica-not-streaming-yet-holds",
+    ),
+    C(
+        obs(replica(streaming=False), cluster(), not_streaming_for=STUCK_REPLICA_AFTER - 1),
+        Action.HOLD,
+        ["not streaming yet"],
+        id="replica-briefly-not-streaming-holds",
+    ),
+    C(
+        obs(replica(streaming=False), cluster(), not_streaming_for=STUCK_REPLICA_AFTER + 1),
+        Action.REWIND,
+        ["rewinding", "no stream from leader n2"],
+        id="stuck-replica-rewinds",
     ),
     C(
         obs(replica(upstream="10.0.0.3:5432"), cluster()),

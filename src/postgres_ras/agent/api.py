@@ -97,7 +97,10 @@ def create_app(agent: Agent) -> Flask:
         if role == "primary":
             return accepted(agent.start_primary())
         if role == "replica":
-            return accepted(agent.start_replica(_upstream(data, required=False)))
+            rewind = data.get("rewind", False)
+            if not isinstance(rewind, bool):
+                raise BadRequest("field 'rewind' must be true or false")
+            return accepted(agent.start_replica(_upstream(data, required=False), rewind))
         raise BadRequest("field 'role' must be 'primary' or 'replica'")
 
     @app.post("/promote")

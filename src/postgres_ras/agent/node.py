@@ -123,8 +123,12 @@ class Agent:
 
         return self.submit("clone", work)
 
-    def start_replica(self, upstream: Upstream | None) -> Job:
+    def start_replica(self, upstream: Upstream | None, rewind: bool = False) -> Job:
+        """Start (or re-point) a replica; ``rewind`` first stops it and rewinds it to upstream."""
+
         def work() -> None:
+            if rewind and upstream is not None and self.pg.is_running() and not self.is_primary:
+                self.pg.stop("fast")
             if self.pg.is_running():
                 if self.is_primary:
                     raise PostgresError("postgres runs as a primary: demote it first")
@@ -134,11 +138,11 @@ class Agent:
             control = self.pg.controldata()
             if control is None:
                 raise PostgresError("no data directory: clone first")
-            if upstream is not None and control.was_primary:
+            if upstream is not None and (control.was_primary or rewind):
                 try:
                     out = self.pg.rewind(upstream)
                     log.info(
-                        "rewound former primary to follow %s:%s: %s",
+                        "rewound to follow %s:%s: %s",
                         upstream.host,
                         upstream.port,
                         out,
@@ -152,7 +156,7 @@ class Agent:
             self.pg.write_config(upstream, standby=True)
             self._start(primary=False)
 
-        return self.submit("start-replica", work)
+        return self.submit("rewind" if rewind else "start-replica", work)
 
     def start_primary(self) -> Job:
         def work() -> None:

@@ -54,10 +54,13 @@ class AgentClient:
     def start_primary(self) -> None:
         self._call("POST", "/start", {"role": "primary"})
 
-    def start_replica(self, upstream: Member | None) -> None:
-        self._call(
-            "POST", "/start", {"role": "replica", "upstream": _up(upstream) if upstream else None}
-        )
+    def start_replica(self, upstream: Member | None, rewind: bool = False) -> None:
+        body = {
+            "role": "replica",
+            "upstream": _up(upstream) if upstream else None,
+            "rewind": rewind,
+        }
+        self._call("POST", "/start", body)
 
     def promote(self) -> None:
         self._call("POST", "/promote", timeout=35)

@@ -22,6 +22,9 @@ from postgres_ras.dcs.base import Member
 PLAUSIBLE_AHEAD = 256 * 1024 * 1024
 SWITCHOVER_TIMEOUT = 30.0
 PENDING_INIT = "pending"
+# A replica pointed at a running leader that has not streamed for this long
+# (a diverged timeline, a recycled WAL segment) is rewound or re-cloned.
+STUCK_REPLICA_AFTER = 12.0
 
 
 def _d(
@@ -180,6 +183,18 @@ def decide(o: Observation) -> Decision:
         if node.role is Role.REPLICA:
             if node.upstream != f"{lm.conn_host}:{lm.conn_port}":
                 return _d(Action.FOLLOW, f"following new leader {leader.name}", upstream=lm)
+            if (
+                not node.streaming
+                and o.not_streaming_for > STUCK_REPLICA_AFTER
+                and lm.role == "primary"
+                and lm.state == "running"
+            ):
+                return _d(
+                    Action.REWIND,
+                    f"rewinding: no stream from leader {leader.name} for "
+                    f"{o.not_streaming_for:.0f}s (diverged timeline or missing WAL)",
+                    upstream=lm,
+                )
             state = "streaming" if node.streaming else "not streaming yet"
             return _d(Action.HOLD, f"no action: replica of {leader.name} ({state})")
         return _d(Action.WAIT, "postgres is in an unknown state")

@@ -75,6 +75,7 @@ class HA:
         self.duties = LeaderDuties(config, dcs, agent, clock)
         self.stop_event = threading.Event()
         self._last_warning = ""
+        self.not_streaming_since: float | None = None
 
     # --- settings ---------------------------------------------------------------
     def settings(self, cluster: Cluster | None) -> Settings:
@@ -141,6 +142,7 @@ class HA:
             )
         ):
             peers = self.probe_all(self._probe_targets(cluster))
+        not_streaming_for = self._track_streaming(node, cluster)
         return Observation(
             me=self.config.name,
             node=node,
@@ -154,7 +156,26 @@ class HA:
             last_leader_lsn=self.last_leader_lsn,
             peers=peers,
             now_wall=time.time(),
+            not_streaming_for=not_streaming_for,
         )
+
+    def _track_streaming(self, node: NodeView | None, cluster: Cluster | None) -> float:
+        """Seconds this replica has pointed at the leader without streaming from it."""
+        lm = cluster.leader_member if cluster else None
+        pointed = (
+            node is not None
+            and node.running
+            and node.role is Role.REPLICA
+            and not node.job
+            and lm is not None
+            and node.upstream == f"{lm.conn_host}:{lm.conn_port}"
+        )
+        if not pointed or (node is not None and node.streaming):
+            self.not_streaming_since = None
+            return 0.0
+        if self.not_streaming_since is None:
+            self.not_streaming_since = self.clock()
+        return self.clock() - self.not_streaming_since
 
     def _warn_once(self, message: str) -> None:
         if message != self._last_warning:
@@ -202,6 +223,10 @@ class HA:
             return d.reason
         if d.action in (a.START_REPLICA, a.FOLLOW):
             self.agent.start_replica(d.upstream)
+            return d.reason
+        if d.action is a.REWIND:
+            self.not_streaming_since = None
+            self.agent.start_replica(d.upstream, rewind=True)
             return d.reason
         if d.action is a.ACQUIRE:
             if self.dcs.acquire_leader():

@@ -31,6 +31,7 @@ class Action(enum.Enum):
     TAKE_OVER = "take_over"  # move my previous incarnation's lock to my new session
     DROP_STALE = "drop_stale"  # invalidate my previous incarnation's session
     RELEASE = "release"  # give the lock up (and a pending initialize): I lead without data
+    REWIND = "rewind"  # a replica that cannot stream from its leader: rewind or re-clone
     DEMOTE = "demote"
     SWITCHOVER = "switchover"
 
@@ -114,6 +115,8 @@ class Observation:
     last_leader_lsn: int | None = None
     peers: tuple[PeerView, ...] = ()
     now_wall: float = 0.0
+    # How long this running replica has pointed at the leader without streaming.
+    not_streaming_for: float = 0.0
 
 
 @dataclass(frozen=True)
