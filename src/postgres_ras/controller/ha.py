@@ -369,7 +369,12 @@ class HA:
         heart: threading.Thread | None = None
         while not self.stop_event.is_set():
             t0 = self.clock()
-            o = self.cycle()
+            try:
+                o = self.cycle()
+            except Exception:  # the one top-level handler: a bug must not stop the HA loop
+                log.exception("HA cycle failed unexpectedly; retrying in loop_wait")
+                self.stop_event.wait(self.config.ha.loop_wait)
+                continue
             if heart is None:
                 # Heart-beat only after the first cycle, so a restarted controller does
                 # not tell the agent "no lease" before it could take over its own lock.
