@@ -98,6 +98,16 @@ class HASettings(_Model):
     maximum_lag_on_failover: int = Field(default=1048576, ge=0)
     synchronous_mode: bool = False
 
+    @field_validator("synchronous_mode")
+    @classmethod
+    def _sync_not_yet(cls, value: bool) -> bool:
+        if value:
+            raise ValueError(
+                "synchronous_mode is not available in this release (it would block every "
+                "failover): set it to false"
+            )
+        return value
+
     @model_validator(mode="after")
     def _timing(self) -> HASettings:
         if self.retry_timeout >= self.ttl:

@@ -43,7 +43,7 @@ ha:
   ttl: 10
   retry_timeout: 5
   maximum_lag_on_failover: 0
-  synchronous_mode: true
+  synchronous_mode: false
 tags:
   nofailover: true
 publisher:
@@ -85,7 +85,7 @@ def test_full_file(tmp_path: Path) -> None:
     assert c.controller.agent_url == "http://127.0.0.1:8011"
     assert c.consul.url == "http://consul:8500" and c.consul.token == "abc"
     assert (c.ha.ttl, c.ha.retry_timeout, c.ha.loop_wait) == (10, 5, 1)
-    assert c.ha.maximum_lag_on_failover == 0 and c.ha.synchronous_mode is True
+    assert c.ha.maximum_lag_on_failover == 0 and c.ha.synchronous_mode is False
     assert c.tags.nofailover is True
     assert c.publisher.kind == "file" and c.publisher.path == Path("/run/pgras/role")
 
@@ -177,7 +177,7 @@ def test_env_json_mapping_merges_into_the_file(tmp_path: Path) -> None:
     env = {"PGRAS_HA": '{"ttl": 30, "retry_timeout": 20}'}
     c = load(write(tmp_path, FULL_YAML), env)
     assert (c.ha.ttl, c.ha.retry_timeout) == (30, 20)
-    assert c.ha.synchronous_mode is True  # from the file
+    assert c.ha.maximum_lag_on_failover == 0  # from the file
 
 
 def test_env_scalars_stay_strings_until_validated() -> None:
@@ -439,3 +439,10 @@ def test_dump_round_trips(tmp_path: Path) -> None:
     again = load(write(tmp_path, config.dump(c), "dumped.yaml"), {})
     assert again == c
     assert isinstance(again, NodeConfig)
+
+
+def test_synchronous_mode_is_refused_until_it_is_implemented() -> None:
+    env = {"PGRAS_NAME": "n", "PGRAS_DATA_DIR": "/d", "PGRAS_HA__SYNCHRONOUS_MODE": "true"}
+    message = error_of(None, env)
+    assert "synchronous_mode is not available" in message
+    assert "PGRAS_HA__SYNCHRONOUS_MODE" in message

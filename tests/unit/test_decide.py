@@ -318,6 +318,18 @@ CASES = [
     ),
     C(
         obs(empty(), no_leader(initialize=PENDING_INIT)),
+        Action.BOOTSTRAP,
+        ["initialize"],
+        id="pending-initialize-without-leader-bootstraps-again",
+    ),
+    C(
+        obs(
+            empty(),
+            cluster(
+                initialize=PENDING_INIT,
+                members=(member("n2", role="unknown", state="bootstrap"), member("n3")),
+            ),
+        ),
         Action.WAIT,
         ["no data", "running leader to clone from"],
         id="no-data-someone-bootstraps",

@@ -105,8 +105,7 @@ def create_app(agent: Agent) -> Flask:
 
     @app.post("/promote")
     def promote() -> Any:
-        agent.promote()
-        return jsonify(ok=True)
+        return accepted(agent.promote())
 
     @app.post("/stop")
     def stop() -> Any:

@@ -128,6 +128,7 @@ class Agent:
 
         def work() -> None:
             if rewind and upstream is not None and self.pg.is_running() and not self.is_primary:
+                self.pg.checkpoint_source(upstream)  # unreachable leader: keep running as is
                 self.pg.stop("fast")
             if self.pg.is_running():
                 if self.is_primary:
@@ -139,8 +140,12 @@ class Agent:
             if control is None:
                 raise PostgresError("no data directory: clone first")
             if upstream is not None and (control.was_primary or rewind):
+                # Unreachable: fail the job and retry later, never set the data aside.
+                self.pg.checkpoint_source(upstream)
                 try:
                     out = self.pg.rewind(upstream)
+                    if rewind and "no rewind required" in out:
+                        raise PostgresError("nothing to rewind, yet it could not stream")
                     log.info(
                         "rewound to follow %s:%s: %s",
                         upstream.host,
@@ -160,6 +165,14 @@ class Agent:
 
     def start_primary(self) -> Job:
         def work() -> None:
+            control = self.pg.controldata()
+            if control is not None and not control.was_primary:
+                # Standby data (a promotion cut short): starting it without standby.signal
+                # would continue the OLD timeline and defeat pg_rewind later. Promote it.
+                self.pg.write_config(None, standby=True)
+                self._start(primary=True)
+                self._promote()
+                return
             self.pg.write_config(None, standby=False)
             self._start(primary=True)
 
@@ -171,19 +184,22 @@ class Agent:
         try:
             self.pg.start()
         except PostgresError:
-            self.is_primary = False
+            # A postmaster still recovering after a start timeout stays under the fence.
+            self.is_primary = primary and self.pg.is_running()
             raise
 
-    def promote(self) -> None:
-        def work() -> None:
-            self.fenced = None
-            self.is_primary = True
-            self.pg.promote()
-            self.pg.write_config(None, standby=False)
-            self.pg.reload()
-            log.info("promoted to primary")
+    def _promote(self) -> None:
+        self.fenced = None
+        self.is_primary = True
+        self.pg.promote()
+        self.pg.write_config(None, standby=False)
+        self.pg.reload()
+        log.info("promoted to primary")
 
-        self.run_now("promote", work)
+    def promote(self) -> Job:
+        # A job: promotion replays the received backlog first, which may take longer
+        # than a lease; the controller keeps renewing meanwhile and the fence waits.
+        return self.submit("promote", self._promote)
 
     def stop(self, mode: str, reason: str) -> dict[str, Any]:
         def work() -> dict[str, Any]:

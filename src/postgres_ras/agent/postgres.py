@@ -137,6 +137,8 @@ class Postgres:
                 connect_timeout=max(1, int(timeout)),
                 autocommit=True,
                 application_name="pgras-agent",
+                # A hung server must not hang the agent's API threads.
+                options=f"-c statement_timeout={int(max(timeout, 2) * 1000)}",
             )
         except psycopg.Error as exc:
             raise PostgresError(f"cannot connect to local postgres: {exc}".strip()) from None
@@ -169,9 +171,7 @@ class Postgres:
         """Move a data directory that cannot be reused out of the way, never delete it."""
         if not self.data_dir.exists():
             return None
-        target = self.data_dir.with_name(self.data_dir.name + ".old")
-        if target.exists():
-            shutil.rmtree(target)
+        target = self.data_dir.with_name(f"{self.data_dir.name}.old.{int(time.time())}")
         self.data_dir.rename(target)
         return target
 
@@ -273,22 +273,34 @@ class Postgres:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             raise
 
-    def rewind(self, upstream: Upstream) -> str:
-        su = self.config.postgres.superuser
-        source = conninfo(
+    def _source(self, upstream: Upstream) -> str:
+        return conninfo(
             host=upstream.host,
             port=upstream.port,
-            user=su.username,
+            user=self.config.postgres.superuser.username,
             dbname="postgres",
             connect_timeout=3,
         )
-        # pg_rewind reads the source's timeline from its control file, which a fresh
-        # promotion updates only at the next checkpoint: force one first.
+
+    def checkpoint_source(self, upstream: Upstream) -> None:
+        """CHECKPOINT on the rewind source; PostgresError when it cannot be reached.
+
+        pg_rewind reads the source's timeline from its control file, which a fresh
+        promotion updates only at the next checkpoint. Failing here also tells the
+        caller to keep its data: an unreachable leader is no reason to re-clone.
+        """
+        su = self.config.postgres.superuser
         try:
-            with psycopg.connect(source, password=su.password, autocommit=True) as conn:
+            with psycopg.connect(
+                self._source(upstream), password=su.password, autocommit=True
+            ) as conn:
                 conn.execute("CHECKPOINT")
         except psycopg.Error as exc:
             raise PostgresError(f"cannot checkpoint the rewind source: {exc}".strip()) from None
+
+    def rewind(self, upstream: Upstream) -> str:
+        su = self.config.postgres.superuser
+        source = self._source(upstream)
         proc = self.run(
             ["pg_rewind", "-D", str(self.data_dir), f"--source-server={source}"],
             timeout=600,
@@ -394,7 +406,7 @@ class Postgres:
 
     # --- SQL-level actions -----------------------------------------------------
     def promote(self, timeout: int = 30) -> None:
-        with self.connect() as conn:
+        with self.connect(timeout=timeout + 5) as conn:
             row = conn.execute("SELECT pg_promote(true, %s)", (timeout,)).fetchone()
         if not row or not row[0]:
             raise PostgresError(f"promotion did not finish within {timeout}s")
@@ -403,7 +415,7 @@ class Postgres:
 
     def _checkpoint_quietly(self) -> None:
         try:
-            with self.connect(timeout=5) as conn:
+            with self.connect(timeout=120) as conn:
                 conn.execute("CHECKPOINT")
         except PostgresError as exc:
             log.warning("post-promotion checkpoint failed: %s", exc)

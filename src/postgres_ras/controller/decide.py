@@ -70,6 +70,9 @@ def why_not_race(o: Observation) -> str | None:
     for peer in o.peers:
         if peer.primary_ok:
             return f"{peer.name} still answers as a healthy primary"
+        if peer.reachable and peer.running and peer.role is Role.PRIMARY:
+            # It retakes the free lock, or demotes within retry_timeout if it cannot.
+            return f"{peer.name} still runs as a primary"
     if node.lsn is None:
         return "my WAL position is unknown"
     if o.last_leader_lsn is not None:
@@ -145,7 +148,8 @@ def decide(o: Observation) -> Decision:
         if i_lead:
             why = f"bootstrap failed: {node.job_error}" if node.job_error else "no data directory"
             return _d(Action.RELEASE, f"releasing the leader lock: I hold it without data ({why})")
-        if cluster.initialize is None and leader is None:
+        if leader is None and cluster.initialize in (None, PENDING_INIT):
+            # "pending" without a leader: the member that started initdb died; start over.
             return _d(Action.BOOTSTRAP, "racing to initialize a new cluster")
         lm = cluster.leader_member
         if (

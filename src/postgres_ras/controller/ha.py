@@ -11,6 +11,7 @@ agent, which stops postgres when it runs out.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -76,6 +77,7 @@ class HA:
         self.stop_event = threading.Event()
         self._last_warning = ""
         self.not_streaming_since: float | None = None
+        self._lease_until = 0.0
 
     # --- settings ---------------------------------------------------------------
     def settings(self, cluster: Cluster | None) -> Settings:
@@ -88,8 +90,21 @@ class HA:
             merged = replace(
                 base, **{k: v for k, v in dynamic.items() if k in Settings.__dataclass_fields__}
             )
-            if not (0 < merged.loop_wait < merged.retry_timeout < merged.ttl):
-                raise ValueError("need 0 < loop_wait < retry_timeout < ttl")
+            numbers = (
+                merged.ttl,
+                merged.loop_wait,
+                merged.retry_timeout,
+                merged.maximum_lag_on_failover,
+            )
+            if not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                for v in numbers
+            ):
+                raise ValueError("timing values must be finite numbers")
+            if not (0 < merged.loop_wait < merged.retry_timeout < merged.ttl <= 600):
+                raise ValueError("need 0 < loop_wait < retry_timeout < ttl <= 600")
+            if merged.synchronous_mode:
+                raise ValueError("synchronous_mode is not available in this release")
             return Settings(
                 float(merged.ttl),
                 float(merged.loop_wait),
@@ -97,7 +112,7 @@ class HA:
                 int(merged.maximum_lag_on_failover),
                 bool(merged.synchronous_mode),
             )
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             log.warning("ignoring invalid dynamic config in Consul (%s); using local values", exc)
             return base
 
@@ -114,8 +129,13 @@ class HA:
         )
         try:
             self.dcs.keepalive(settings.ttl)
+            # Consul holds our lock at least ttl past t0 with the check just passed; the
+            # lease must end before that even if the dynamic config changes this cycle.
+            protected = min(settings.retry_timeout, settings.ttl - 1.0)
             cluster = self.dcs.get_cluster()
             settings = self.settings(cluster)
+            protected = min(protected, settings.retry_timeout)
+            self._lease_until = t0 + protected
         except DCSError as exc:
             self._warn_once(str(exc))
         node: NodeView | None = None
@@ -127,17 +147,18 @@ class HA:
             self._last_warning = ""
             leader = cluster.leader
             if leader is not None and leader.session == self.dcs.session:
-                self.lease_deadline = t0 + settings.retry_timeout
+                self.lease_deadline = self._lease_until
             else:
                 self.lease_deadline = None
             self._remember_leader(cluster)
         lease_valid = self.lease_deadline is not None and self.clock() < self.lease_deadline
         peers: tuple[PeerView, ...] = ()
+        i_run_primary = node is not None and node.running and node.role is Role.PRIMARY
         if (
             cluster is not None
             and node is not None
             and (
-                cluster.leader is None
+                (cluster.leader is None and not i_run_primary)  # a primary re-acquires at once
                 or (cluster.switchover and cluster.switchover.source == self.config.name)
             )
         ):
@@ -205,6 +226,8 @@ class HA:
                 self.duties.housekeeping(o)
             return d.reason
         if d.action is a.BOOTSTRAP:
+            if o.cluster is not None and o.cluster.initialize == PENDING_INIT:
+                self.dcs.delete("initialize")  # left by a member that died bootstrapping
             if not self.dcs.cas("initialize", PENDING_INIT, 0):
                 return "lost the initialize race; another member bootstraps the cluster"
             if not self.dcs.acquire_leader():
@@ -273,8 +296,8 @@ class HA:
         raise AssertionError(f"unhandled action {d.action}")
 
     def _confirm_lease(self, o: Observation) -> None:
-        # Acquired just now; Consul keeps the lock at least ttl past our keepalive.
-        self.lease_deadline = self.clock() + o.settings.retry_timeout - o.settings.loop_wait
+        # Acquired just now: Consul keeps it at least ttl past this cycle's keepalive (t0).
+        self.lease_deadline = self._lease_until
         self._heartbeat()
 
     def _after_promotion(self, o: Observation, why: str) -> None:

@@ -123,6 +123,11 @@ class LeaderDuties:
             time.sleep(0.02)
         if not caught_up:
             self.dcs.delete("switchover")
+            # The stop may have outlasted the lease: restart as primary only under the lock.
+            self.dcs.keepalive(o.settings.ttl)
+            leader = self.dcs.get_cluster().leader
+            if leader is None or leader.session != self.dcs.session:
+                return "switchover aborted and the leader lock lapsed: staying stopped", True
             self.agent.start_primary()
             return (
                 f"switchover aborted: {d.target} did not receive the final WAL; staying primary",

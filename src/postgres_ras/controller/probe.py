@@ -29,13 +29,21 @@ def probe_one(target: Target, timeout: float, fresh: bool = False) -> PeerView:
             name=target.name,
             reachable=True,
             primary_ok=bool(data.get("primary_ok")),
+            running=bool(data.get("running")),
             role=role,
             timeline=int(data["timeline"]) if data.get("timeline") is not None else None,
             lsn=parse_lsn(lsn) if isinstance(lsn, str) else None,
             nofailover=bool(data.get("nofailover")),
             streaming=bool(data.get("streaming")),
         )
-    except (requests.RequestException, ValueError, KeyError, TypeError, AttributeError):
+    except (
+        requests.RequestException,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        OverflowError,
+    ):
         return PeerView(name=target.name, reachable=False)
 
 

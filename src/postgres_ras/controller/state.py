@@ -88,6 +88,7 @@ class PeerView:
     lsn: int | None = None
     nofailover: bool = False
     streaming: bool = False
+    running: bool = False
 
 
 @dataclass(frozen=True)

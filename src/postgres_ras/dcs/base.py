@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,7 +79,8 @@ class Switchover:
     requested_at: float
 
     def stale(self, now_wall: float, timeout: float = 30.0) -> bool:
-        return now_wall - self.requested_at > timeout
+        # abs(): a request dated in the future (clock skew, garbage) must expire too.
+        return abs(now_wall - self.requested_at) > timeout
 
     def to_json(self) -> str:
         return json.dumps({"from": self.source, "to": self.target, "at": self.requested_at})
@@ -87,8 +89,11 @@ class Switchover:
     def from_json(cls, raw: bytes | str | None) -> Switchover | None:
         try:
             data = json.loads(raw or b"")
-            return cls(str(data["from"]), data.get("to"), float(data["at"]))
-        except (ValueError, TypeError, KeyError):
+            at, to = float(data["at"]), data.get("to")
+            if not math.isfinite(at) or not (to is None or isinstance(to, str)):
+                return None
+            return cls(str(data["from"]), to, at)
+        except (ValueError, TypeError, KeyError, OverflowError):
             return None
 
 
