@@ -381,11 +381,9 @@ class HA:
             else ("replica" if o.node and o.node.role is Role.REPLICA else "none")
         )
         self.publisher.publish(role)
-        if sentence != self.last_sentence or d.action not in (Action.HOLD, Action.WAIT):
-            log.info("%s (role=%s)", sentence, role)
-            self.last_sentence = sentence
-        else:
-            log.debug("%s (role=%s)", sentence, role)
+        # One sentence per cycle, as Patroni does: grep a line, land on its branch.
+        log.info("%s (role=%s)", sentence, role)
+        self.last_sentence = sentence
         return o
 
     def run(self) -> None:

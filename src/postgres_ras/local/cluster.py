@@ -223,7 +223,8 @@ class LocalCluster:
             _, items = consul_client(self.layout.consul_url, timeout=2).kv.get(prefix, recurse=True)
         except Exception as exc:  # translated for the CLI: any client failure means "unreachable"
             raise DCSError(
-                f"Consul at {self.layout.consul_url} unreachable: {type(exc).__name__}"
+                f"Consul at {self.layout.consul_url} unreachable ({type(exc).__name__}): is the "
+                f"cluster in {self.layout.work_dir} running? start it with `pgras up`"
             ) from None
         leader: str | None = None
         members: dict[str, dict[str, Any]] = {}
@@ -347,6 +348,19 @@ class LocalCluster:
             time.sleep(0.1)
         raise FatalError(f"no new leader within {timeout:.0f}s; see `pgras list` and the logs")
 
+    def _staying_replica(self, leaving: list[str], timeout: float) -> str:
+        """A streaming replica that stays, to hand leadership to (waits for one, bounded)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for row in self.members():
+                if row.name not in leaving and row.role == "replica" and row.streaming:
+                    return row.name
+            time.sleep(0.2)
+        raise FatalError(
+            f"no streaming replica outside {', '.join(leaving)} to hand leadership to "
+            f"within {timeout:.0f}s; see `pgras list`"
+        )
+
     def scale(self, nodes: int, wait: float = 180.0) -> None:
         from postgres_ras.local.layout import MAX_NODES
 
@@ -357,7 +371,7 @@ class LocalCluster:
             removed = [self.layout.node(i).name for i in range(nodes + 1, current + 1)]
             leader = self.leader()
             if leader is not None and leader.name in removed:
-                self.switchover(self.layout.node(1).name)
+                self.switchover(self._staying_replica(removed, timeout=60))
             for name in reversed(removed):
                 self.stop_node(name)
                 try:
