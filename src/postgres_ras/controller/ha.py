@@ -2,9 +2,9 @@
 
 The lease: each cycle starts by proving liveness to Consul (check pass +
 session renew). When the snapshot read right after shows our session on the
-leader key, we are confirmed leader until ``t0 + retry_timeout`` where t0 is
-the time before the keepalive was sent; Consul cannot drop the lock before
-``t0 + ttl`` > that. The heartbeat thread hands the remaining lease to the
+leader key, we are confirmed leader until ``t0 + min(retry_timeout, ttl - 1)``
+where t0 is the time before the keepalive was sent; Consul cannot drop the
+lock before ``t0 + ttl``, which is later. The heartbeat thread hands the remaining lease to the
 agent, which stops postgres when it runs out.
 """
 
@@ -424,7 +424,6 @@ class HA:
     def shutdown(self) -> None:
         """Clean stop: a leader stops postgres and releases the lock; everyone leaves."""
         self.stop_event.set()
-        o = self.snapshot.observation
         try:
             if self.snapshot.primary_ok:
                 self.lease_deadline = None
@@ -434,4 +433,3 @@ class HA:
             self.dcs.close()
         except (DCSError, AgentError) as exc:
             log.warning("unclean shutdown: %s", exc)
-        del o
