@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 PGRAS := $(PYTHON) -m postgres_ras
-NODES ?= 3
+NODES ?=
 # Root's home is private, and postgres runs as the unprivileged 'postgres' user.
 WORK_DIR ?= $(shell if [ "$$(id -u)" = 0 ]; then echo /var/tmp/pgras; else echo .pgras; fi)
 export PGRAS_WORK_DIR := $(WORK_DIR)
@@ -16,8 +16,8 @@ help: ## list the targets
 deps: ## install PostgreSQL 15, Consul, HAProxy, pgpool-II and the Python package (idempotent)
 	bash scripts/install-deps.sh
 
-up: deps ## start the local cluster ($(NODES) nodes, HAProxy, pgpool, demo apps) and wait until healthy
-	$(PGRAS) up --nodes $(NODES)
+up: deps ## start the local cluster (3 nodes or as before; NODES=N to change; HAProxy, pgpool, demo apps) and wait until healthy
+	$(PGRAS) up $(if $(NODES),--nodes $(NODES))
 	@$(PGRAS) endpoints
 
 down: ## stop the local cluster (data is kept)
