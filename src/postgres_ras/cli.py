@@ -70,38 +70,39 @@ def _load_config(path: str | None) -> config_mod.NodeConfig:
     return config_mod.load(path)
 
 
-@main.command()
-@click.option(
+config_option = click.option(
     "--config",
     "config_path",
     type=click.Path(),
     envvar="PGRAS_CONFIG",
     help="Node config file (YAML); PGRAS_* variables override it.",
 )
+
+
+def _run_component(component: str, config_path: str | None) -> None:
+    cfg = _load_config(config_path)
+    log.setup(component, cfg.name, cfg.log_level)
+    if component == "agent":
+        from postgres_ras.agent import service as agent_service
+
+        sys.exit(agent_service.run(cfg))
+    from postgres_ras.controller import service as controller_service
+
+    sys.exit(controller_service.run(cfg))
+
+
+@main.command()
+@config_option
 def agent(config_path: str | None) -> None:
     """Run the node agent (owns PGDATA and postgres)."""
-    cfg = _load_config(config_path)
-    log.setup("agent", cfg.name, cfg.log_level)
-    from postgres_ras.agent import service
-
-    sys.exit(service.run(cfg))
+    _run_component("agent", config_path)
 
 
 @main.command()
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(),
-    envvar="PGRAS_CONFIG",
-    help="Node config file (YAML); PGRAS_* variables override it.",
-)
+@config_option
 def controller(config_path: str | None) -> None:
     """Run the controller (HA loop, Consul, REST API)."""
-    cfg = _load_config(config_path)
-    log.setup("controller", cfg.name, cfg.log_level)
-    from postgres_ras.controller import service
-
-    sys.exit(service.run(cfg))
+    _run_component("controller", config_path)
 
 
 @main.command("check-config")

@@ -110,6 +110,16 @@ class Harness:
         self.wait_for(f"a leader other than {old}", changed, timeout)
         return holder[-1]
 
+    def wait_streaming_replica(self, name: str, timeout: float = 30.0) -> float:
+        """Wait until ``name`` is listed as a replica streaming from the leader."""
+        return self.wait_for(
+            f"{name} to stream as a replica",
+            lambda: any(
+                r.name == name and r.role == "replica" and r.streaming for r in self.c.members()
+            ),
+            timeout,
+        )
+
     def writable_nodes(self) -> list[str]:
         return [n for n in self.c.node_names() if self.is_writable(n)]
 

@@ -34,11 +34,7 @@ def test_kill_primary_fails_over_and_old_primary_rejoins_as_replica(cluster: Har
     assert outage < 30
     others = [n for n in cluster.c.node_names() if n not in (old, new)]
     for name in others:
-        cluster.wait_for(
-            f"{name} to stream from {new}",
-            lambda n=name: any(r.name == n and r.streaming for r in cluster.c.members()),
-            timeout=20,
-        )
+        cluster.wait_streaming_replica(name, timeout=20)
     assert cluster.writable_nodes() == [new]
 
     # Rejoin: restart the killed node; it must never be writable, and must stream.
@@ -55,13 +51,7 @@ def test_kill_primary_fails_over_and_old_primary_rejoins_as_replica(cluster: Har
     watcher.start()
     started = time.monotonic()
     cluster.c.up(access=False, wait=0)
-    took = cluster.wait_for(
-        f"{old} to stream from {new}",
-        lambda: any(
-            r.name == old and r.streaming and r.role == "replica" for r in cluster.c.members()
-        ),
-        30,
-    )
+    took = cluster.wait_streaming_replica(old, timeout=30)
     stop.set()
     watcher.join()
     print(f"rejoin: {old} streaming {time.monotonic() - started:.2f}s after restart ({took:.2f}s)")

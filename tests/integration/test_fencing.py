@@ -39,13 +39,7 @@ def test_primary_whose_controller_dies_is_fenced_by_its_agent(cluster: Harness) 
     new = cluster.wait_new_leader(old, timeout=30)
     assert cluster.writable_nodes() == [new]
     cluster.c.up(access=False, wait=0)  # the controller comes back; the node rejoins
-    cluster.wait_for(
-        f"{old} to rejoin as a replica",
-        lambda: any(
-            r.name == old and r.role == "replica" and r.streaming for r in cluster.c.members()
-        ),
-        30,
-    )
+    cluster.wait_streaming_replica(old, timeout=30)
     assert cluster.writable_nodes() == [new]
 
 
@@ -64,11 +58,5 @@ def test_frozen_primary_does_not_stay_writable_after_resume(cluster: Harness) ->
     print(f"resumed former primary fenced within {took:.2f}s")
     time.sleep(1.0)
     assert cluster.writable_nodes() == [new]
-    cluster.wait_for(
-        f"{old} to rejoin as a replica",
-        lambda: any(
-            r.name == old and r.role == "replica" and r.streaming for r in cluster.c.members()
-        ),
-        30,
-    )
+    cluster.wait_streaming_replica(old, timeout=30)
     assert cluster.writable_nodes() == [new]

@@ -28,13 +28,7 @@ def test_switchover_loses_no_acknowledged_write(cluster: Harness) -> None:
     )
     assert missing == []
     assert outage < 5
-    cluster.wait_for(
-        f"{old} to stream from {target}",
-        lambda: any(
-            r.name == old and r.role == "replica" and r.streaming for r in cluster.c.members()
-        ),
-        20,
-    )
+    cluster.wait_streaming_replica(old, timeout=20)
     assert cluster.writable_nodes() == [target]
 
 
