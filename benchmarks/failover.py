@@ -6,10 +6,12 @@ connection (target_session_attrs=read-write) while the primary is SIGKILLed
 (postgres, agent and controller together) or switched over. Measured:
 - write outage: the longest gap between acknowledged writes around the fault;
 - lost writes: acknowledged ids missing on the new primary afterwards;
-- rejoin: from restarting the killed node to its walreceiver streaming.
+- rejoin: from restarting the killed node to its walreceiver streaming on the
+  leader's timeline.
 
-Reference figures (Patroni 4.1.5 with defaults, same PostgreSQL and Consul, on
-this kind of machine, as quoted in issue 2) are printed beside ours as ratios.
+Reference figures (Patroni 4.1.5 with its defaults, same PostgreSQL, Consul,
+writer and probes, measured on this machine by benchmarks/patroni_reference.py)
+are printed beside ours as ratios.
 
     python benchmarks/failover.py --runs 5
 """
@@ -32,10 +34,13 @@ from postgres_ras.local.cluster import LocalCluster
 from postgres_ras.local.layout import Layout
 from postgres_ras.local.workload import Writer, lost_writes, multi_host_dsn
 
-REFERENCE = {  # Patroni 4.1.5 defaults: (min, median, max) seconds, from issue 2
-    "failover outage": (20.6, 23.0, 29.4),
-    "switchover outage": (2.3, 2.35, 2.4),
-    "rejoin": (2.6, 3.0, 3.3),
+# Patroni 4.1.5 with its defaults on this machine, same PostgreSQL and Consul, same writer
+# and probes: (min, median, max) seconds from `python benchmarks/patroni_reference.py
+# --runs 5`, which also runs this script's measurements side by side.
+REFERENCE = {
+    "failover outage": (25.04, 26.09, 27.69),
+    "switchover outage": (2.06, 2.08, 2.10),
+    "rejoin": (12.55, 12.75, 13.59),
 }
 
 
@@ -48,11 +53,25 @@ def node_dsn(cluster: LocalCluster, name: str) -> str:
     )
 
 
-def streaming(cluster: LocalCluster, name: str) -> bool:
+PRIMARY_TLI_SQL = (
+    "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
+)
+
+
+def primary_timeline(cluster: LocalCluster, name: str) -> int:
+    with psycopg.connect(node_dsn(cluster, name), autocommit=True) as conn:
+        row = conn.execute(PRIMARY_TLI_SQL).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def streaming(cluster: LocalCluster, name: str, timeline: int) -> bool:
+    """Streaming on the primary's timeline: a walreceiver shows 'streaming' for a moment
+    even when the primary is about to refuse it (diverged history), so status alone lies."""
     try:
         with psycopg.connect(node_dsn(cluster, name), autocommit=True) as conn:
-            row = conn.execute("SELECT status FROM pg_stat_wal_receiver").fetchone()
-            return row is not None and row[0] == "streaming"
+            row = conn.execute("SELECT status, received_tli FROM pg_stat_wal_receiver").fetchone()
+            return row is not None and row[0] == "streaming" and row[1] == timeline
     except psycopg.Error:
         return False
 
@@ -92,10 +111,9 @@ def failover_run(cluster: LocalCluster) -> dict[str, float]:
     new = cluster.leader()
     assert new is not None
     lost = len(lost_writes(node_dsn(cluster, new.name), writer.result.acked))
-    t_restart = time.monotonic()
+    timeline = primary_timeline(cluster, new.name)
     cluster.up(access=False, wait=0)
-    rejoin = wait("rejoin", lambda: streaming(cluster, old.name), 60)
-    del t_restart
+    rejoin = wait("rejoin", lambda: streaming(cluster, old.name, timeline), 60)
     cluster.wait_healthy(len(cluster.node_names()), 60)
     return {"outage": writer.result.outage_after(t_kill), "lost": lost, "rejoin": rejoin}
 
@@ -117,7 +135,7 @@ def summary(name: str, values: list[float], unit: str = "s") -> str:
     ref = REFERENCE.get(name)
     if ref:
         line += (
-            f"   | Patroni ref median {ref[1]:.2f}s (range {ref[0]}-{ref[2]}): "
+            f"   | Patroni 4.1.5 median {ref[1]:.2f}s (range {ref[0]}-{ref[2]}): "
             f"ratio {med / ref[1]:.2f}x"
         )
     return line
