@@ -6,6 +6,7 @@ a request while a job runs answers 409. Bad input answers 400 naming the field.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from flask import Flask, jsonify, request
@@ -21,9 +22,11 @@ class BadRequest(Exception):
 
 
 def _body() -> dict[str, Any]:
+    if not request.get_data():
+        return {}
     data = request.get_json(silent=True)
     if data is None:
-        return {}
+        raise BadRequest("request body must be JSON")
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
     return data
@@ -75,8 +78,14 @@ def create_app(agent: Agent) -> Flask:
     def heartbeat() -> Any:
         data = _body()
         lease = data.get("lease")
-        if lease is not None and not isinstance(lease, int | float):
-            raise BadRequest("field 'lease' must be a number of seconds or null")
+        # NaN or infinity would switch the fence off for good: refuse them.
+        if lease is not None and (
+            isinstance(lease, bool)
+            or not isinstance(lease, int | float)
+            or not math.isfinite(lease)
+            or not 0 <= lease <= 600
+        ):
+            raise BadRequest("field 'lease' must be a number of seconds in 0..600, or null")
         agent.heartbeat(None if lease is None else float(lease))
         return jsonify(ok=True, fenced=agent.fenced)
 

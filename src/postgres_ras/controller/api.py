@@ -141,7 +141,7 @@ def create_app(ha: HA) -> Flask:
 
     @app.post("/switchover")
     def switchover() -> Any:
-        data = request.get_json(silent=True) or {}
+        data = request.get_json(silent=True) if request.get_data() else {}
         if not isinstance(data, dict):
             return jsonify(error='body must be a JSON object like {"to": "node2"}'), 400
         target = data.get("to")

@@ -1,0 +1,55 @@
+"""Input validation of the agent's HTTP API (Flask test client, no postgres needed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from postgres_ras.agent.api import create_app
+
+
+class RecordingAgent:
+    """Just enough of Agent for the heartbeat endpoint: records what it was told."""
+
+    def __init__(self) -> None:
+        self.leases: list[float | None] = []
+        self.fenced: str | None = None
+
+    def heartbeat(self, lease: float | None) -> None:
+        self.leases.append(lease)
+
+
+@pytest.fixture
+def client_and_agent() -> tuple[Any, RecordingAgent]:
+    agent = RecordingAgent()
+    return create_app(agent).test_client(), agent  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("lease", [2.5, 0, None])
+def test_valid_leases_reach_the_agent(client_and_agent: Any, lease: float | None) -> None:
+    client, agent = client_and_agent
+    resp = client.post("/heartbeat", json={"lease": lease})
+    assert resp.status_code == 200
+    assert agent.leases == [lease]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"lease": NaN}',
+        '{"lease": Infinity}',
+        '{"lease": -1}',
+        '{"lease": 1e9}',
+        '{"lease": "3"}',
+        '{"lease": true}',
+        "[1, 2]",
+        "not json",
+    ],
+)
+def test_bad_leases_are_refused_and_never_reach_the_agent(client_and_agent: Any, raw: str) -> None:
+    client, agent = client_and_agent
+    resp = client.post("/heartbeat", data=raw, content_type="application/json")
+    assert resp.status_code == 400
+    assert "error" in resp.get_json()
+    assert agent.leases == []
