@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -76,7 +77,7 @@ def streaming(cluster: LocalCluster, name: str, timeline: int) -> bool:
         return False
 
 
-def wait(what: str, check, timeout: float) -> float:  # type: ignore[no-untyped-def]
+def wait(what: str, check: Callable[[], bool], timeout: float) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         if check():

@@ -44,7 +44,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -66,6 +65,9 @@ from postgres_ras.local.layout import Layout  # noqa: E402
 from postgres_ras.local.procs import ProcessTable, free_port_check  # noqa: E402
 from postgres_ras.local.workload import Writer, lost_writes, multi_host_dsn  # noqa: E402
 
+sys.path.insert(0, str(HERE))
+from failover import wait  # noqa: E402  (the same bounded poll as our own benchmark)
+
 PATRONI_VERSION = "4.1.5"
 DEFAULT_VENV = Path("/var/tmp/pgras-patroni-venv")
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -82,15 +84,6 @@ PATRONI_DEFAULTS = {"ttl": 30, "loop_wait": 10, "retry_timeout": 10}
 
 def log(msg: str) -> None:
     print(msg, flush=True)
-
-
-def wait(what: str, check: Callable[[], bool], timeout: float) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if check():
-            return time.monotonic() - start
-        time.sleep(0.02)
-    raise SystemExit(f"benchmark aborted: no {what} within {timeout:.0f}s")
 
 
 # --- the Patroni venv ------------------------------------------------------------------------

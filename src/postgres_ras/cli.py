@@ -66,10 +66,6 @@ def main(ctx: click.Context, work_dir: Path | None, base_port: int | None, clust
     ctx.obj = {"work_dir": work_dir, "base_port": base_port, "cluster": cluster}
 
 
-def _load_config(path: str | None) -> config_mod.NodeConfig:
-    return config_mod.load(path)
-
-
 config_option = click.option(
     "--config",
     "config_path",
@@ -80,7 +76,7 @@ config_option = click.option(
 
 
 def _run_component(component: str, config_path: str | None) -> None:
-    cfg = _load_config(config_path)
+    cfg = config_mod.load(config_path)
     log.setup(component, cfg.name, cfg.log_level)
     if component == "agent":
         from postgres_ras.agent import service as agent_service
@@ -109,7 +105,7 @@ def controller(config_path: str | None) -> None:
 @click.argument("path", type=click.Path())
 def check_config(path: str) -> None:
     """Validate a node config file and print the effective configuration."""
-    cfg = _load_config(path)
+    cfg = config_mod.load(path)
     click.echo(config_mod.dump(cfg), nl=False)
 
 

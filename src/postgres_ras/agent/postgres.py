@@ -62,6 +62,7 @@ class Postgres:
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.RLock()
         self.configured_upstream = self._read_upstream()
+        self._control_cache: tuple[tuple[int, int, int], ControlData] | None = None
         self.user: pwd.struct_passwd | None = None
         if os.geteuid() == 0:
             try:
@@ -154,10 +155,20 @@ class Postgres:
         return (self.data_dir / "PG_VERSION").exists()
 
     def controldata(self) -> ControlData | None:
+        """pg_controldata, re-run only when global/pg_control changed (status is polled often)."""
         if not self.has_data():
             return None
+        try:
+            st = (self.data_dir / "global" / "pg_control").stat()
+        except OSError:
+            st = None
+        key = (st.st_ino, st.st_mtime_ns, st.st_size) if st else None
+        if key is not None and self._control_cache is not None and self._control_cache[0] == key:
+            return self._control_cache[1]
         proc = self.run(["pg_controldata", "-D", str(self.data_dir)], timeout=10)
-        return parse_controldata(proc.stdout)
+        control = parse_controldata(proc.stdout)
+        self._control_cache = (key, control) if key is not None else None
+        return control
 
     def _prepare_empty_dir(self) -> None:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)

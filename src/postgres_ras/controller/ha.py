@@ -72,7 +72,6 @@ class HA:
         self.last_leader_api: str | None = None
         self.last_leader_lsn: int | None = None
         self.snapshot = Snapshot()
-        self.last_sentence = ""
         self.duties = LeaderDuties(config, dcs, agent, clock)
         self.stop_event = threading.Event()
         self._last_warning = ""
@@ -383,7 +382,6 @@ class HA:
         self.publisher.publish(role)
         # One sentence per cycle, as Patroni does: grep a line, land on its branch.
         log.info("%s (role=%s)", sentence, role)
-        self.last_sentence = sentence
         return o
 
     def run(self) -> None:
