@@ -13,8 +13,17 @@ import click
 
 from postgres_ras import config as config_mod
 from postgres_ras import log
-from postgres_ras.errors import PgrasError
+from postgres_ras.errors import FatalError, PgrasError
 from postgres_ras.local.layout import DEFAULT_BASE_PORT, Layout
+
+
+def default_work_dir() -> Path:
+    """The same directory whatever the current one, so every shell finds the cluster."""
+    if os.geteuid() == 0:
+        # Root's home is private and postgres runs as the unprivileged postgres user.
+        return Path("/var/tmp/pgras")
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "pgras"
 
 
 def _layout(ctx: click.Context) -> Layout:
@@ -35,13 +44,27 @@ def _local(ctx: click.Context) -> Any:
     return LocalCluster(_layout(ctx))
 
 
+def _existing(ctx: click.Context) -> Any:
+    """The local cluster of the work directory; a clear error when there is none."""
+    cluster = _local(ctx)
+    if not cluster.state().get("superuser_password"):
+        raise FatalError(
+            f"no local cluster in {cluster.layout.work_dir}: start one with `pgras up` "
+            "(or `make up`), or point --work-dir / PGRAS_WORK_DIR at an existing one"
+        )
+    return cluster
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--work-dir",
     type=click.Path(path_type=Path),
     envvar="PGRAS_WORK_DIR",
     default=None,
-    help="Local cluster state, data and logs [default: .pgras, or /var/tmp/pgras as root].",
+    help=(
+        "Local cluster state, data and logs [default: $XDG_STATE_HOME/pgras, i.e. "
+        "~/.local/state/pgras, or /var/tmp/pgras as root]."
+    ),
 )
 @click.option(
     "--base-port",
@@ -61,8 +84,7 @@ def _local(ctx: click.Context) -> Any:
 def main(ctx: click.Context, work_dir: Path | None, base_port: int | None, cluster: str) -> None:
     """postgres-ras: a resilient PostgreSQL cluster that heals itself."""
     if work_dir is None:
-        # Root's home is private and postgres runs as the unprivileged postgres user.
-        work_dir = Path("/var/tmp/pgras" if os.geteuid() == 0 else ".pgras")
+        work_dir = default_work_dir()
     ctx.obj = {"work_dir": work_dir, "base_port": base_port, "cluster": cluster}
 
 
@@ -150,7 +172,7 @@ def down(ctx: click.Context, destroy: bool) -> None:
 @click.pass_context
 def list_(ctx: click.Context, as_json: bool) -> None:
     """Show the members: role, state, timeline, lag."""
-    _print_members(_local(ctx), as_json)
+    _print_members(_existing(ctx), as_json)
 
 
 TABLE_COLUMNS = (
@@ -172,10 +194,11 @@ def _table_row(cells: list[str]) -> str:
 
 
 def _print_members(cluster: Any, as_json: bool) -> None:
-    rows = cluster.members()
+    rows = cluster.members(probe=True)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in rows], indent=2))
         return
+    click.echo(f"cluster {cluster.layout.cluster} in {cluster.layout.work_dir}")
     line = "+" + "+".join("-" * (w + 2) for _, w in TABLE_COLUMNS) + "+"
     click.echo(line)
     click.echo(_table_row([name for name, _ in TABLE_COLUMNS]))
@@ -252,13 +275,15 @@ def endpoints(ctx: click.Context, as_json: bool) -> None:
     """Where to connect: write, read and pgpool endpoints and the demo apps."""
     from postgres_ras.local import access
 
-    cluster = _local(ctx)
+    cluster = _existing(ctx)
     data = access.endpoints(cluster.layout, cluster.superuser)
     if as_json:
         click.echo(json.dumps(data, indent=2))
     else:
+        click.echo(f"cluster {cluster.layout.cluster} in {cluster.layout.work_dir}")
+        width = max(len(key) for key in data)
         for key, value in data.items():
-            click.echo(f"{key:<12} {value}")
+            click.echo(f"{key:<{width}}  {value}")
 
 
 def run() -> int:

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from postgres_ras.errors import ConfigError
 
@@ -74,6 +82,8 @@ class AgentSettings(_Model):
     # by its agent. Must stay below ttl so the fence fires before a replica
     # can take the leader key.
     fence_timeout: float = Field(default=2.0, gt=0)
+    # Shared secret the controller presents on every agent call (PGRAS_AGENT__AUTH_TOKEN).
+    auth_token: SecretStr | None = None
 
 
 class ControllerSettings(_Model):
@@ -82,11 +92,20 @@ class ControllerSettings(_Model):
     port: int = Field(default=8008, ge=1, le=65535)
     # Where the controller reaches its own agent.
     agent_url: str = "http://127.0.0.1:8010"
+    # Required on state-changing endpoints (POST /switchover): "Authorization: Bearer <token>"
+    # (PGRAS_CONTROLLER__AUTH_TOKEN, in Kubernetes from a Secret). None refuses them all.
+    auth_token: SecretStr | None = None
+    # Clients allowed to call state-changing endpoints, besides loopback.
+    allow_networks: list[str] = Field(default_factory=list)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 class ConsulSettings(_Model):
     url: str = "http://127.0.0.1:8500"
-    token: str | None = None
+    token: SecretStr | None = None
+    # CA bundle for an https:// Consul URL.
+    ca_file: Path | None = None
 
 
 class HASettings(_Model):
@@ -95,6 +114,9 @@ class HASettings(_Model):
     loop_wait: float = Field(default=1.0, gt=0, le=60)
     ttl: float = Field(default=4.0, gt=0, le=600)
     retry_timeout: float = Field(default=3.0, gt=0, le=600)
+    # A leader whose postgres has not served as primary for this long (failing to
+    # start, unknown state, agent unreachable) stops it and releases the lock.
+    primary_start_timeout: float = Field(default=20.0, gt=0, le=3600)
     maximum_lag_on_failover: int = Field(default=1048576, ge=0)
     synchronous_mode: bool = False
 
@@ -129,7 +151,18 @@ class Tags(_Model):
 
 class PublisherSettings(_Model):
     kind: Literal["none", "file", "kubernetes"] = "none"
+    # kind=file: where the role is written.
     path: Path | None = None
+    # kind=kubernetes: the pod label the primary/replicas Services select.
+    label: str = "role"
+    # This pod (downward API: metadata.namespace / metadata.name).
+    namespace: str | None = None
+    pod_name: str | None = None
+    # Label selector of the cluster's database pods, e.g.
+    # "app.kubernetes.io/instance=pg,app.kubernetes.io/component=database".
+    pod_selector: str | None = None
+    # Opt-in: the leader deletes the pod of a member unreachable for this long (0 = never).
+    delete_unreachable_after: float = Field(default=0.0, ge=0)
 
 
 class NodeConfig(_Model):

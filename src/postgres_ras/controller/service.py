@@ -19,7 +19,12 @@ log = logging.getLogger("pgras.controller")
 
 
 def run(config: NodeConfig) -> int:
-    dcs = ConsulDCS(config.cluster, config.name, config.consul.url, config.consul.token)
+    dcs = ConsulDCS(
+        config.cluster,
+        config.name,
+        config.consul.url,
+        config.consul.token.get_secret_value() if config.consul.token else None,
+    )
     ha = HA(config, dcs, AgentClient(config.controller.agent_url), make_publisher(config.publisher))
     server = Server(create_app(ha), config.controller.listen, config.controller.port, "controller")
 

@@ -157,6 +157,8 @@ def _start_app(layout: Layout, table: ProcessTable, name: str, port: int, dsn: s
         "--workers", "2", "--threads", "4", "--worker-class", "gthread",
         "--timeout", "30", "--graceful-timeout", "5",
         "--access-logfile", "-", "--error-logfile", "-",
+        # Its control socket would live in ~/.gunicorn: nothing here uses it.
+        "--no-control-socket",
         "postgres_ras.demo_app.wsgi:app",
     ]  # fmt: skip
     table.start(name, argv, env={"PUPPIES_DSN": dsn}, cwd=app_dir)

@@ -16,6 +16,7 @@ import signal
 import stat
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -240,13 +241,38 @@ class LocalCluster:
                     members[key[len("members/") :]] = {"role": "invalid", "state": "invalid"}
         return leader, members
 
-    def members(self) -> list[MemberRow]:
+    def members(self, probe: bool = False) -> list[MemberRow]:
+        """Members from Consul, plus every node of this local cluster whose key lapsed.
+
+        A node whose member key is gone is shown ``down`` rather than dropped; with
+        ``probe`` a member whose REST API does not answer is shown ``unreachable``, so a
+        killed leader is not reported as running while its key waits out the TTL.
+        """
         leader, raw = self.raw_cluster()
         leader_lsn = _lsn(raw.get(leader or "", {}).get("lsn"))
+        reachable = _answers({n: str(m.get("api_url", "")) for n, m in raw.items()}) if probe else {}
         rows = []
         user, password = self.superuser
-        for name in sorted(raw, key=_natural):
-            m = raw[name]
+        for name in sorted(set(raw) | set(self.node_names()), key=_natural):
+            m = raw.get(name)
+            if m is None:
+                ports = self.layout.node(int(name[4:])) if name[4:].isdigit() else None
+                rows.append(
+                    MemberRow(
+                        name=name,
+                        host=self.layout.host,
+                        port=ports.postgres if ports else 0,
+                        role="unknown",
+                        state="down",
+                        timeline=None,
+                        lag=None,
+                        leader=name == leader,
+                        streaming=False,
+                        api_url="",
+                        conninfo="",
+                    )
+                )
+                continue
             lsn = _lsn(m.get("lsn"))
             lag = (
                 None
@@ -254,17 +280,18 @@ class LocalCluster:
                 else max(0, leader_lsn - lsn)
             )
             host, port = str(m.get("conn_host", "?")), int(m.get("conn_port") or 0)
+            answers = reachable.get(name, True)
             rows.append(
                 MemberRow(
                     name=name,
                     host=host,
                     port=port,
                     role=str(m.get("role", "?")),
-                    state=str(m.get("state", "?")),
+                    state=str(m.get("state", "?")) if answers else "unreachable",
                     timeline=m.get("timeline"),
                     lag=lag,
                     leader=name == leader,
-                    streaming=bool(m.get("streaming")),
+                    streaming=bool(m.get("streaming")) and answers,
                     api_url=str(m.get("api_url", "")),
                     conninfo=(
                         f"host={host} port={port} user={user} password={password} dbname=postgres"
@@ -400,6 +427,21 @@ def _lsn(value: Any) -> int | None:
         return parse_lsn(value) if isinstance(value, str) else None
     except ValueError:
         return None
+
+
+def _answers(urls: dict[str, str], timeout: float = 0.5) -> dict[str, bool]:
+    """Whether each member's REST API answers at all (any HTTP status), probed in parallel."""
+
+    def one(url: str) -> bool:
+        try:
+            requests.get(url.rstrip("/") + "/health", timeout=timeout)
+            return True
+        except requests.RequestException:
+            return False
+
+    with ThreadPoolExecutor(max_workers=max(1, len(urls))) as pool:
+        futures = {name: pool.submit(one, url) for name, url in urls.items() if url}
+        return {name: f.result() for name, f in futures.items()}
 
 
 def _natural(name: str) -> tuple[str, int]:
