@@ -75,12 +75,12 @@ bench: deps ## failover/switchover/rejoin benchmark (prints figures; not a test)
 lock: ## re-resolve requirements/constraints.txt after a dependency change
 	PYTHON=$(PYTHON) bash scripts/lock.sh
 
-deps-latest: ## install the newest releases in .venv-latest and run the unit tests: shows what a newer version breaks
+deps-latest: system-deps ## install the newest releases in .venv-latest and run the unit and demo-app tests: shows what a newer version breaks
 	@rm -f .venv-latest/.pgras-deps
 	@PYTHON=$(PYTHON) bash scripts/python-deps.sh .venv-latest latest
 	@.venv-latest/bin/pip freeze --exclude-editable | grep -vxFf requirements/constraints.txt \
 		| sed 's/^/deps-latest: newer than the lock: /' || true
-	.venv-latest/bin/python -m pytest -p no:cacheprovider -q tests/unit
+	.venv-latest/bin/python -m pytest -p no:cacheprovider -q tests/unit tests/access/test_demo_app.py
 
 IMAGES_PYTHON := $(PY)
 IMAGES_TEST_DEPS := deps
