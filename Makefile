@@ -85,4 +85,4 @@ deps-latest: system-deps ## install the newest releases in .venv-latest and run 
 IMAGES_PYTHON := $(PY)
 IMAGES_TEST_DEPS := deps
 include mk/images.mk
--include mk/chart.mk
+include mk/chart.mk

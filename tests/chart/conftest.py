@@ -1,0 +1,125 @@
+"""Fixtures of the chart tier: helm (obtained by scripts/helm.sh) and rendering helpers.
+
+This tier needs no Kubernetes: it renders charts/postgres-ras with ``helm template``
+over the values matrix in ``charts/postgres-ras/ci/*-values.yaml`` and checks the
+manifests offline. When no helm can be obtained the tier FAILS with the reason (it
+never skips silently): scripts/helm.sh says what to install.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "postgres-ras"
+CI_VALUES = sorted(CHART.glob("ci/*-values.yaml"))
+RELEASE = "pg"
+NAMESPACE = "db"
+# Oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schema shipped.
+KUBE_VERSIONS = ("1.27.0", "1.37.0")
+
+# Counts for the summary line (manifests rendered / validated, values files).
+COUNTS = {"rendered": 0, "validated": 0, "values_files": len(CI_VALUES)}
+
+
+class HelmError(AssertionError):
+    """helm exited non-zero; the message carries its stderr."""
+
+
+@dataclass(frozen=True)
+class Helm:
+    path: str
+
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [self.path, *args], capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if check and proc.returncode != 0:
+            raise HelmError(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+        return proc
+
+    def template(
+        self,
+        values: Iterable[Path] = (),
+        sets: Sequence[str] = (),
+        set_strings: Sequence[str] = (),
+        release: str = RELEASE,
+        namespace: str = NAMESPACE,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
+        args = ["template", release, str(CHART), "--namespace", namespace]
+        for v in values:
+            args += ["-f", str(v)]
+        for s in sets:
+            args += ["--set", s]
+        for s in set_strings:
+            args += ["--set-string", s]
+        return self.run(*args, check=check)
+
+    def render(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        """The rendered manifests (non-empty YAML documents)."""
+        out = self.template(*args, **kwargs).stdout
+        docs = [d for d in yaml.safe_load_all(out) if d]
+        COUNTS["rendered"] += len(docs)
+        return docs
+
+
+@pytest.fixture(scope="session")
+def helm() -> Helm:
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "helm.sh")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    path = proc.stdout.strip()
+    if proc.returncode != 0 or not path:
+        pytest.fail(
+            "the chart tests need helm and scripts/helm.sh could not provide one:\n"
+            f"{proc.stderr.strip()}",
+            pytrace=False,
+        )
+    return Helm(path)
+
+
+@pytest.fixture(scope="session")
+def default_docs(helm: Helm) -> list[dict[str, Any]]:
+    return helm.render()
+
+
+def find(docs: Iterable[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    """The one manifest of ``kind`` (and ``name``); fails naming what was there."""
+    found = [
+        d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)
+    ]
+    if len(found) != 1:
+        have = sorted(f"{d['kind']}/{d['metadata']['name']}" for d in docs)
+        raise AssertionError(f"expected one {kind} {name or ''}, found {len(found)} in {have}")
+    return found[0]
+
+
+def container(pod_spec: dict[str, Any], name: str) -> dict[str, Any]:
+    for c in pod_spec["containers"]:
+        if c["name"] == name:
+            return c
+    raise AssertionError(f"no container {name!r} in {[c['name'] for c in pod_spec['containers']]}")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if COUNTS["validated"]:
+        terminalreporter.write_line(
+            f"[chart] {COUNTS['values_files']} values files in ci/: "
+            f"{COUNTS['validated']} rendered manifests validated strictly against the "
+            f"Kubernetes {' and '.join(KUBE_VERSIONS)} schemas "
+            f"({COUNTS['rendered']} manifests rendered by the chart tests in all)"
+        )
