@@ -97,8 +97,32 @@ class ControllerSettings(_Model):
     auth_token: SecretStr | None = None
     # Clients allowed to call state-changing endpoints, besides loopback.
     allow_networks: list[str] = Field(default_factory=list)
+    # Serve the API over TLS with this certificate and key (PEM); both or neither.
     tls_cert: Path | None = None
     tls_key: Path | None = None
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not a network like 10.0.0.0/8") from None
+        return value
+
+    @property
+    def scheme(self) -> str:
+        """What peers and clients use to reach this API (members publish it in api_url)."""
+        return "https" if self.tls_cert is not None else "http"
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ControllerSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both or neither")
+        return self
 
 
 class ConsulSettings(_Model):
@@ -112,7 +136,8 @@ class HASettings(_Model):
     """Timing and failover policy; the cluster-wide values live in Consul ``config``."""
 
     loop_wait: float = Field(default=1.0, gt=0, le=60)
-    ttl: float = Field(default=4.0, gt=0, le=600)
+    # At least 2 s: Consul's TTL checks count whole seconds and the lease ends 1 s early.
+    ttl: float = Field(default=4.0, ge=2, le=600)
     retry_timeout: float = Field(default=3.0, gt=0, le=600)
     # A leader whose postgres has not served as primary for this long (failing to
     # start, unknown state, agent unreachable) stops it and releases the lock.

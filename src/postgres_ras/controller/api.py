@@ -1,4 +1,9 @@
-"""The node REST API: health endpoints for routers, cluster view, metrics, switchover."""
+"""The node REST API: health endpoints for routers and Kubernetes, cluster view, metrics,
+switchover.
+
+Read-only endpoints are open (probes and HAProxy use them); state-changing
+ones pass ``controller/auth.py`` (client network + bearer token).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,9 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from postgres_ras.controller import metrics
+from postgres_ras.controller import auth, metrics
 from postgres_ras.controller.ha import HA
+from postgres_ras.controller.openapi import openapi_document
 from postgres_ras.controller.state import NodeView, Role
 from postgres_ras.dcs.base import Switchover
 from postgres_ras.errors import AgentError, DCSError
@@ -31,6 +37,10 @@ def node_status(ha: HA) -> dict[str, Any]:
         "streaming": bool(node and node.streaming),
         "upstream": node.upstream if node else None,
         "job": node.job if node else None,
+        "job_error": node.job_error if node else None,
+        "has_data": node.has_data if node else None,
+        # This controller process: tells a restarted me from a live twin with my name.
+        "instance": ha.instance,
         "fenced": node.fenced if node else None,
         "nofailover": ha.config.tags.nofailover,
         "leader": cluster.leader.name if cluster and cluster.leader else None,
@@ -50,15 +60,98 @@ def replica_lag(ha: HA) -> int | None:
     return max(0, lm.lsn - o.node.lsn)
 
 
+def parse_lag(raw: str | None, default: int | None) -> int | None:
+    """The ``?lag=`` bound in bytes; raises ValueError with the message to return."""
+    if raw is None:
+        return default
+    try:
+        bound = int(raw)
+    except ValueError:
+        raise ValueError("query parameter 'lag' must be an integer number of bytes") from None
+    if bound < 0:
+        raise ValueError("query parameter 'lag' must not be negative")
+    return bound
+
+
+def is_streaming_replica(ha: HA) -> bool:
+    o = ha.snapshot.observation
+    return bool(
+        o and o.node and o.node.running and o.node.role is Role.REPLICA and o.node.streaming
+    )
+
+
+def within_lag(ha: HA, bound: int | None) -> bool:
+    if bound is None:
+        return True
+    lag = replica_lag(ha)
+    return lag is not None and lag <= bound
+
+
+def liveness(ha: HA, now: float) -> tuple[bool, float | None, float]:
+    """(alive, seconds since the last completed cycle, ttl): alive while that is <= ttl.
+
+    Never looks at postgres: a long recovery or basebackup must not get the
+    container restarted, only a stuck HA loop must.
+    """
+    snap = ha.snapshot
+    o = snap.observation
+    ttl = o.settings.ttl if o is not None else ha.config.ha.ttl
+    if not snap.at:
+        return False, None, ttl
+    age = max(0.0, now - snap.at)
+    return age <= ttl, round(age, 3), ttl
+
+
 def create_app(ha: HA) -> Flask:
     app = Flask("pgras-controller")
+    networks = auth.parse_networks(ha.config.controller.allow_networks)
+    token = ha.config.controller.auth_token
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:
         return jsonify(error=exc.description), exc.code
 
+    @app.before_request
+    def guard() -> Any:
+        refusal = auth.check(
+            request.method,
+            request.remote_addr,
+            request.headers.get("Authorization"),
+            token,
+            networks,
+        )
+        if refusal is None:
+            return None
+        resp = jsonify(error=refusal.message)
+        if refusal.status == 401:
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="pgras-controller"'
+        return resp, refusal.status
+
     def answer(ok: bool) -> Any:
         return jsonify(node_status(ha)), (200 if ok else 503)
+
+    @app.get("/openapi.json")
+    def openapi() -> Any:
+        return jsonify(openapi_document())
+
+    @app.get("/readiness")
+    def readiness() -> Any:
+        # Ready: the lock-holding running primary, or a streaming replica within the lag
+        # bound. A primary that lost the lock drops out at once (primary_ok is per cycle).
+        if ha.snapshot.primary_ok:
+            return answer(True)
+        o = ha.snapshot.observation
+        default = o.settings.maximum_lag_on_failover if o else ha.config.ha.maximum_lag_on_failover
+        try:
+            bound = parse_lag(request.args.get("lag"), default)
+        except ValueError as exc:
+            return jsonify(error=str(exc)), 400
+        return answer(is_streaming_replica(ha) and within_lag(ha, bound))
+
+    @app.get("/liveness")
+    def live() -> Any:
+        alive, age, ttl = liveness(ha, time.time())
+        return jsonify(alive=alive, last_cycle_age=age, ttl=ttl), (200 if alive else 503)
 
     @app.get("/status")
     def status() -> Any:
@@ -88,21 +181,11 @@ def create_app(ha: HA) -> Flask:
 
     @app.get("/replica")
     def replica() -> Any:
-        o = ha.snapshot.observation
-        ok = bool(
-            o and o.node and o.node.running and o.node.role is Role.REPLICA and o.node.streaming
-        )
-        raw = request.args.get("lag")
-        if ok and raw is not None:
-            try:
-                bound = int(raw)
-            except ValueError:
-                return jsonify(
-                    error="query parameter 'lag' must be an integer number of bytes"
-                ), 400
-            lag = replica_lag(ha)
-            ok = lag is not None and lag <= bound
-        return answer(ok)
+        try:
+            bound = parse_lag(request.args.get("lag"), None)
+        except ValueError as exc:
+            return jsonify(error=str(exc)), 400
+        return answer(is_streaming_replica(ha) and within_lag(ha, bound))
 
     @app.get("/cluster")
     def cluster() -> Any:

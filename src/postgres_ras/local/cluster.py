@@ -23,6 +23,7 @@ from typing import Any
 
 import requests
 import yaml
+from pydantic import SecretStr
 
 from postgres_ras.config import NodeConfig
 from postgres_ras.dcs.consul import client as consul_client
@@ -118,6 +119,7 @@ class LocalCluster:
                     "host": self.layout.host,
                     "port": ports.api,
                     "agent_url": f"http://127.0.0.1:{ports.agent}",
+                    "auth_token": self.controller_token(),
                 },
                 "consul": {"url": self.layout.consul_url},
             }
@@ -127,11 +129,23 @@ class LocalCluster:
         node_dir = self.layout.node_dir(ports.name)
         node_dir.mkdir(parents=True, exist_ok=True)
         path = node_dir / "node.yaml"
-        path.write_text(
-            yaml.safe_dump(self.node_config(ports).model_dump(mode="json"), sort_keys=False)
-        )
+        # The file holds the secrets in clear (mode 0600): the processes read them from it,
+        # never from argv or the environment, which other users could see.
+        path.touch(mode=0o600, exist_ok=True)
         path.chmod(0o600)
+        path.write_text(yaml.safe_dump(_plain(self.node_config(ports)), sort_keys=False))
         return path
+
+    def controller_token(self) -> str:
+        """The bearer token of every controller's state-changing endpoints (kept in the state
+        file, 0600, like the passwords; made once, also for clusters made before it existed)."""
+        st = self.state()
+        token = st.get("controller_token")
+        if not isinstance(token, str) or not token:
+            token = secrets.token_urlsafe(24)
+            st["controller_token"] = token
+            self._save_state(st)
+        return token
 
     def start_node(self, ports: NodePorts) -> None:
         path = self._write_node_config(ports)
@@ -360,7 +374,12 @@ class LocalCluster:
         if before is None:
             raise FatalError("no leader right now: nothing to switch over")
         try:
-            resp = requests.post(f"{before.api_url}/switchover", json={"to": to}, timeout=5)
+            resp = requests.post(
+                f"{before.api_url}/switchover",
+                json={"to": to},
+                headers={"Authorization": f"Bearer {self.controller_token()}"},
+                timeout=5,
+            )
         except requests.RequestException as exc:
             raise FatalError(
                 f"leader {before.name} API unreachable: {type(exc).__name__}"
@@ -442,6 +461,23 @@ def _answers(urls: dict[str, str], timeout: float = 0.5) -> dict[str, bool]:
     with ThreadPoolExecutor(max_workers=max(1, len(urls))) as pool:
         futures = {name: pool.submit(one, url) for name, url in urls.items() if url}
         return {name: f.result() for name, f in futures.items()}
+
+
+def _plain(config: NodeConfig) -> Any:
+    """The config as YAML-ready data with secrets revealed (model_dump masks SecretStr)."""
+
+    def reveal(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            return value.get_secret_value()
+        if isinstance(value, dict):
+            return {k: reveal(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [reveal(v) for v in value]
+        if isinstance(value, Path):
+            return str(value)
+        return value
+
+    return reveal(config.model_dump(mode="python"))
 
 
 def _natural(name: str) -> tuple[str, int]:

@@ -20,6 +20,8 @@ class NodePorts:
     postgres: int
     agent: int
     api: int
+    # Where HAProxy reaches the node when it is not the layout's host (pods in Docker).
+    host: str | None = None
 
 
 @dataclass(frozen=True)
