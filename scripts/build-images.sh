@@ -3,7 +3,8 @@
 #  1. wheels of the project and its dependencies are built on the host into
 #     build/wheels (pip inside a build cannot verify PyPI's TLS proxy here);
 #  2. the base image is made available (scripts/base-image.sh);
-#  3. each image is built from the repository root with the classic builder.
+#  3. each image is one target of images/Dockerfile, built from the repository
+#     root with the classic builder (the shared stages are cached after the first).
 # Usage: scripts/build-images.sh [name ...]   (default: all four)
 set -euo pipefail
 
@@ -14,10 +15,18 @@ TAG="${TAG:-dev}"
 BASE_IMAGE="${BASE_IMAGE:-debian:bookworm-slim}"
 PYTHON="${PYTHON:-python3}"
 VERSION="$("$PYTHON" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')"
+ALL=(pg-controller demo-app pgpool postgres)   # the order of the targets in images/Dockerfile
 IMAGES=("$@")
-[ ${#IMAGES[@]} -gt 0 ] || IMAGES=(postgres pg-controller pgpool demo-app)
+[ ${#IMAGES[@]} -gt 0 ] || IMAGES=("${ALL[@]}")
 
 log() { echo "build-images: $*" >&2; }
+
+for name in "${IMAGES[@]}"; do
+    case " ${ALL[*]} " in
+        *" $name "*) ;;
+        *) log "unknown image '$name': choose among ${ALL[*]}"; exit 2 ;;
+    esac
+done
 
 # The images run Debian bookworm's python3 (3.11): binary wheels must match it.
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
@@ -40,8 +49,10 @@ for name in "${IMAGES[@]}"; do
     DOCKER_BUILDKIT=0 docker build -q \
         --build-arg "BASE_IMAGE=$BASE_IMAGE" \
         --build-arg "VERSION=$VERSION" \
-        -f "images/$name/Dockerfile" \
-        -t "postgres-ras/$name:$TAG" . >/dev/null
+        -f images/Dockerfile --target "$name" \
+        -t "postgres-ras/$name:$TAG" . 2>&1 >/dev/null \
+        | { grep -v -e "legacy builder is deprecated" -e "BuildKit is currently disabled" \
+            -e "environment-variable\.$" -e "^$" || true; } >&2
     size="$(docker image inspect -f '{{.Size}}' "postgres-ras/$name:$TAG")"
     log "built postgres-ras/$name:$TAG ($((size / 1000000)) MB) in $((SECONDS - start)) s"
 done

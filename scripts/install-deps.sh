@@ -19,6 +19,8 @@ need=()
 have haproxy || need+=(haproxy)
 have pgpool || need+=(pgpool2)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+# The container tier shapes a pod's link with tc.
+have tc || need+=(iproute2)
 need_consul=""
 have consul || need_consul=1
 

@@ -42,7 +42,7 @@ class CheckTiming:
 
 
 def _server_lines(nodes: Sequence[NodePorts], host: str) -> list[str]:
-    return [f"    server {n.name} {host}:{n.postgres} check port {n.api}" for n in nodes]
+    return [f"    server {n.name} {n.host or host}:{n.postgres} check port {n.api}" for n in nodes]
 
 
 def _check_nodes(nodes: Sequence[NodePorts]) -> None:
