@@ -17,7 +17,7 @@ WORK_DIR ?= $(shell if [ "$$(id -u)" = 0 ]; then echo /var/tmp/pgras; else echo 
 export PGRAS_WORK_DIR := $(WORK_DIR)
 
 .PHONY: help deps system-deps python-deps up down destroy list endpoints test test-unit \
-	test-integration test-access test-first-hour lint typecheck bench lock deps-latest
+	test-integration test-access test-chaos chaos test-first-hour lint typecheck bench lock deps-latest
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -49,8 +49,8 @@ list: $(PY_STAMP) ## show the members
 endpoints: $(PY_STAMP) ## where to connect
 	@$(PGRAS) endpoints
 
-test: deps lint ## install what the tests need; lint, then unit, chart, integration and access tests
-	$(PYTEST) tests/unit tests/chart tests/integration tests/access
+test: deps lint ## install what the tests need; lint, then unit, chart, integration, access and short chaos tests
+	$(PYTEST) tests/unit tests/chart tests/integration tests/access tests/chaos
 
 test-unit: $(PY_STAMP) ## unit tests only (seconds, no services)
 	$(PYTEST) tests/unit -q
@@ -60,6 +60,20 @@ test-integration: deps ## real PostgreSQL + Consul + agents + controllers
 
 test-access: deps ## HAProxy, pgpool, demo app, the tutorial scenario
 	$(PYTEST) tests/access
+
+test-chaos: deps ## a short `pgras verify` on a real local cluster (~80 s)
+	$(PYTEST) tests/chaos
+
+CHAOS_FAULTS ?= kill-primary,kill-controller,kill-agent,stop-primary,kill-replica,restart-consul,double,restart-pgpool,partition-primary,repeat
+CHAOS_RUNS ?= 5
+chaos: deps ## every fault CHAOS_RUNS (5) times against a fresh local cluster (~20 min); writes chaos.json and chaos.png
+	@dir=$$(mktemp -d /tmp/pgras-chaos.XXXXXX); chmod 755 $$dir; rc=0; \
+	$(PGRAS) --work-dir $$dir --base-port 23000 up >/dev/null && \
+	$(PGRAS) --work-dir $$dir verify --runs $(CHAOS_RUNS) --faults $(CHAOS_FAULTS) \
+		$(if $(SYNC),--synchronous) --json --plot chaos.png > chaos.json || rc=$$?; \
+	$(PGRAS) --work-dir $$dir down --destroy >/dev/null; \
+	$(PY) -c 'import json; print(json.dumps(json.load(open("chaos.json")).get("total"), indent=2))' || true; \
+	exit $$rc
 
 test-first-hour: system-deps ## the README's quick start as a throwaway normal user in a fresh clone (root only)
 	bash scripts/first-hour.sh

@@ -286,6 +286,69 @@ def endpoints(ctx: click.Context, as_json: bool) -> None:
             click.echo(f"{key:<{width}}  {value}")
 
 
+@main.command()
+@click.option("--synchronous", is_flag=True, help="Switch the cluster to synchronous_mode first.")
+@click.option(
+    "--faults",
+    default="kill-primary,kill-controller,kill-agent,stop-primary,kill-replica,"
+    "restart-consul,double,restart-pgpool",
+    show_default=True,
+    help="Faults in order; also partition-primary (root) and repeat[:N] (N failovers).",
+)
+@click.option(
+    "--runs", type=click.IntRange(1, 100), default=1, show_default=True,
+    help="Inject the whole fault list this many times.",
+)  # fmt: skip
+@click.option(
+    "--duration", type=click.FloatRange(0), default=0.0, show_default=True,
+    help="Keep the workload up at least this many seconds.",
+)  # fmt: skip
+@click.option(
+    "--settle", type=click.FloatRange(0), default=3.0, show_default=True,
+    help="Seconds of steady load before the first fault and after each recovery.",
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+@click.option(
+    "--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Write a PNG timeline (acks/s, faults, outages, member states) to FILE.",
+)  # fmt: skip
+@click.option(
+    "--events", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Also write the raw recording (JSON) to this file.",
+)  # fmt: skip
+@click.pass_context
+def verify(
+    ctx: click.Context,
+    synchronous: bool,
+    faults: str,
+    runs: int,
+    duration: float,
+    settle: float,
+    as_json: bool,
+    plot: Path | None,
+    events: Path | None,
+) -> None:
+    """Chaos check: workload + faults; lost writes, split brain, outage, recovery.
+
+    Exit status: 0 every promise kept, 1 a promise broken, 2 error, 3 synchronous mode
+    asked for but not provided by the controller.
+    """
+    from postgres_ras.verify import run as verify_run
+
+    log.setup("verify", "local", "WARNING")
+    opts = verify_run.Options(
+        faults=verify_run.parse_faults(faults),
+        runs=runs,
+        duration=duration,
+        synchronous=synchronous,
+        settle=settle,
+        as_json=as_json,
+        plot=plot,
+        events=events,
+    )
+    sys.exit(verify_run.verify(_existing(ctx), opts, click.echo, lambda m: click.echo(m, err=True)))
+
+
 def run() -> int:
     try:
         main(standalone_mode=False)

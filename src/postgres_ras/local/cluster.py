@@ -264,7 +264,8 @@ class LocalCluster:
         """
         leader, raw = self.raw_cluster()
         leader_lsn = _lsn(raw.get(leader or "", {}).get("lsn"))
-        reachable = _answers({n: str(m.get("api_url", "")) for n, m in raw.items()}) if probe else {}
+        urls = {n: str(m.get("api_url", "")) for n, m in raw.items()}
+        reachable = _answers(urls) if probe else {}
         rows = []
         user, password = self.superuser
         for name in sorted(set(raw) | set(self.node_names()), key=_natural):
@@ -353,7 +354,12 @@ class LocalCluster:
 
     # --- operations ------------------------------------------------------------------
     def kill(self, name: str, sig: signal.Signals) -> list[int]:
-        """Signal a node's controller, agent and postgres (the whole postmaster group)."""
+        """Signal a node's controller, agent, postmaster and every postgres child.
+
+        Children are signalled by PID, not by process group: each backend calls
+        setsid(), so a group signal would leave open sessions running (and, with
+        SIGSTOP, committing) on a node that is meant to be frozen whole.
+        """
         pids = []
         pg = self.postmaster_pid(name)
         for proc_name in (f"{name}-controller", f"{name}-agent"):
@@ -362,11 +368,13 @@ class LocalCluster:
                 os.kill(proc.pid, sig)
                 pids.append(proc.pid)
         if pg is not None:
-            try:
-                os.killpg(pg, sig)
-            except (ProcessLookupError, PermissionError):
-                os.kill(pg, sig)
-            pids.append(pg)
+            # Children first: a SIGKILLed postmaster's children are re-parented at once.
+            for pid in [*_children(pg), pg]:
+                try:
+                    os.kill(pid, sig)
+                    pids.append(pid)
+                except (ProcessLookupError, PermissionError):
+                    pass
         return pids
 
     def switchover(self, to: str | None, timeout: float = 30.0) -> tuple[str, str]:
@@ -478,6 +486,23 @@ def _plain(config: NodeConfig) -> Any:
         return value
 
     return reveal(config.model_dump(mode="python"))
+
+
+def _children(parent: int) -> list[int]:
+    """PIDs whose parent is ``parent`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat_line = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Fields after the parenthesised command: state, ppid, ...
+        fields = stat_line.rsplit(")", 1)[-1].split()
+        if len(fields) > 1 and fields[1] == str(parent):
+            found.append(int(entry.name))
+    return found
 
 
 def _natural(name: str) -> tuple[str, int]:

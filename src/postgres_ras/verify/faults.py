@@ -1,0 +1,316 @@
+"""Fault injection against the local cluster, one fault at a time.
+
+Each fault: note the leader, inject, let the cluster react (bounded), bring
+back whatever was killed (``LocalCluster.up``, which starts only what is
+missing, as a restarted pod would), then wait for full strength: one
+running primary, every other member streaming, every process of every node
+and of the access layer alive, held for a few polls in a row.
+
+Faults: ``kill-primary`` (SIGKILL controller, agent, postmaster), ``kill-controller``
+and ``kill-agent`` (the primary's; a killed agent comes back after
+RESTART_DELAY), ``stop-primary`` (the whole node SIGSTOPped for ttl + 2 s),
+``kill-replica``, ``restart-consul``, ``double`` (the primary, then the new
+primary before the old one is back), ``restart-pgpool`` and, as root,
+``partition-primary`` (see ``partition.py``).
+
+Guarantees: every wait is bounded; a frozen node is always resumed (SIGCONT
+in ``finally``) and a partition always healed (``finally``); only processes
+of the cluster's own process table, the postmasters they started and those
+postmasters' children are signalled, by PID. Does not guarantee that the
+cluster recovers: a fault not back at full strength within the timeout is
+recorded with ``recovered=None`` and the caller stops injecting.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from postgres_ras.errors import DCSError, PgrasError
+from postgres_ras.local import consul_server
+from postgres_ras.verify import partition
+from postgres_ras.verify.events import FaultRecord
+
+log = logging.getLogger(__name__)
+
+FAULTS = (
+    "kill-primary",
+    "kill-controller",
+    "kill-agent",
+    "stop-primary",
+    "kill-replica",
+    "restart-consul",
+    "double",
+    "repeat",
+    "restart-pgpool",
+    "partition-primary",
+)
+NOT_AVAILABLE = {
+    "kill-consul-leader": "the local cluster runs one Consul server (needs --consul-servers 3)",
+}
+REPEAT_DEFAULT = 10
+# How long a killed agent stays dead before it is started again (a container restart).
+RESTART_DELAY = 2.0
+POLL = 0.2
+STEADY_POLLS = 3
+
+
+def _signal(pid: int, sig: signal.Signals) -> bool:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _children(ppid: int) -> list[int]:
+    """The live children of ``ppid`` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == ppid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+class FaultError(PgrasError):
+    """A fault could not be injected (no primary, no replica to kill...)."""
+
+
+class Injector:
+    def __init__(
+        self,
+        cluster: Any,  # local.cluster.LocalCluster (typed loosely: verify never changes it)
+        clock: Callable[[], float],
+        ttl: float,
+        timeout: float = 90.0,
+    ) -> None:
+        self.cluster = cluster
+        self.clock = clock
+        self.ttl = ttl
+        self.timeout = timeout
+        self.nodes = list(cluster.node_names())
+
+    # --- observation ------------------------------------------------------------------
+    def leader(self) -> str | None:
+        try:
+            row = self.cluster.leader()
+        except DCSError:
+            return None
+        return str(row.name) if row is not None else None
+
+    def _wait_leader(self, not_in: set[str], timeout: float) -> str | None:
+        """A running primary whose name is not in ``not_in``, or None after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                row = self.cluster.leader()
+            except DCSError:
+                row = None
+            if (
+                row is not None
+                and row.name not in not_in
+                and row.role == "primary"
+                and row.state == "running"
+            ):
+                return str(row.name)
+            time.sleep(POLL)
+        return None
+
+    def full_strength(self) -> bool:
+        table = self.cluster.table
+        procs = ["consul", "haproxy", "pgpool"]
+        procs += [f"{n}-{c}" for n in self.nodes for c in ("agent", "controller")]
+        if any(table.get(p) is None for p in procs):
+            return False
+        return bool(self.cluster.is_healthy(len(self.nodes)))
+
+    def wait_full_strength(self, timeout: float) -> float | None:
+        """The time full strength began, held for STEADY_POLLS polls; None after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        since: float | None = None
+        streak = 0
+        while time.monotonic() < deadline:
+            if self.full_strength():
+                since = since if since is not None else self.clock()
+                streak += 1
+                if streak >= STEADY_POLLS:
+                    return since
+            else:
+                since, streak = None, 0
+            time.sleep(POLL)
+        return None
+
+    # --- injection --------------------------------------------------------------------
+    def inject(self, run: int, name: str, label: str) -> FaultRecord:
+        actions: dict[str, Callable[[str | None], tuple[str | None, str]]] = {
+            "kill-primary": self._kill_primary,
+            "kill-controller": lambda leader: self._kill_component(leader, "controller"),
+            "kill-agent": lambda leader: self._kill_component(leader, "agent"),
+            "stop-primary": self._stop_primary,
+            "kill-replica": self._kill_replica,
+            "restart-consul": self._restart_consul,
+            "double": self._double,
+            "restart-pgpool": self._restart_pgpool,
+            "partition-primary": self._partition_primary,
+        }
+        if name not in actions:
+            raise FaultError(f"unknown fault {name!r}")
+        before = self.leader()
+        started = self.clock()
+        log.info("%s: injecting (leader %s)", label, before)
+        try:
+            target, note = actions[name](before)
+        except (PgrasError, OSError) as exc:
+            target, note = None, f"injection failed: {exc}"
+        injected = self.clock()
+        try:
+            self.cluster.up(wait=0)
+        except PgrasError as exc:
+            note = (note + "; " if note else "") + f"restart failed: {exc}"
+        recovered = self.wait_full_strength(self.timeout)
+        after = self.leader()
+        log.info("%s: %s", label, "back at full strength" if recovered else "NOT recovered")
+        return FaultRecord(
+            run, name, label, target, started, injected, recovered, before, after, note
+        )
+
+    def _need_leader(self, leader: str | None) -> str:
+        if leader is None:
+            raise FaultError("no primary to hit")
+        return leader
+
+    def _failover_window(self) -> float:
+        return self.ttl * 3 + 10
+
+    def _kill_primary(self, leader: str | None) -> tuple[str | None, str]:
+        name = self._need_leader(leader)
+        self.cluster.kill(name, signal.SIGKILL)
+        new = self._wait_leader({name}, self._failover_window())
+        return name, f"{new} took over" if new else "no new primary in time"
+
+    def _kill_component(self, leader: str | None, component: str) -> tuple[str | None, str]:
+        """SIGKILL the primary's controller (restarted once a replica took over, or after
+        the failover window) or its agent (restarted after RESTART_DELAY, as a container
+        runtime would: a dead agent leaves postgres running, so no failover is due)."""
+        name = self._need_leader(leader)
+        proc = self.cluster.table.get(f"{name}-{component}")
+        if proc is None:
+            raise FaultError(f"{name}-{component} is not running")
+        os.kill(proc.pid, signal.SIGKILL)
+        wait = self._failover_window() if component == "controller" else RESTART_DELAY
+        new = self._wait_leader({name}, wait)
+        return name, f"{new} took over" if new else f"no failover in {wait:.0f}s"
+
+    def _stop_primary(self, leader: str | None) -> tuple[str | None, str]:
+        """Freeze the whole node past the TTL: controller, agent, postmaster *and* every
+        postgres child. LocalCluster.kill signals the postmaster's process group only,
+        and each backend calls setsid(), so open sessions would keep committing."""
+        name = self._need_leader(leader)
+        frozen: list[int] = []
+        try:
+            frozen = self._freeze(name)
+            time.sleep(self.ttl + 2)
+        finally:
+            for pid in frozen:
+                _signal(pid, signal.SIGCONT)
+        new = self._wait_leader(set(), 5)
+        return name, f"{len(frozen)} processes frozen {self.ttl + 2:.0f}s; leader now {new}"
+
+    def _freeze(self, name: str) -> list[int]:
+        pids = []
+        for component in ("controller", "agent"):
+            proc = self.cluster.table.get(f"{name}-{component}")
+            if proc is not None and _signal(proc.pid, signal.SIGSTOP):
+                pids.append(proc.pid)
+        postmaster = self.cluster.postmaster_pid(name)
+        if postmaster is not None and _signal(postmaster, signal.SIGSTOP):
+            pids.append(postmaster)  # first, so that it forks no new child meanwhile
+            pids += [c for c in _children(postmaster) if _signal(c, signal.SIGSTOP)]
+        return pids
+
+    def _node_pids(self, name: str) -> list[int]:
+        pids = []
+        for component in ("controller", "agent"):
+            proc = self.cluster.table.get(f"{name}-{component}")
+            if proc is not None:
+                pids.append(proc.pid)
+        postmaster = self.cluster.postmaster_pid(name)
+        if postmaster is not None:
+            pids += [postmaster, *_children(postmaster)]
+        return pids
+
+    def _ports(self, name: str) -> list[int]:
+        node = self.cluster.layout.node(int(name.removeprefix("node")))
+        return [node.postgres, node.agent, node.api]
+
+    def _partition_primary(self, leader: str | None) -> tuple[str | None, str]:
+        """Cut the primary off from Consul and the other nodes (clients still reach it)
+        until another member leads (bounded), plus two seconds; then heal."""
+        reason = partition.unavailable()
+        if reason:
+            raise FaultError(reason)
+        name = self._need_leader(leader)
+        layout = self.cluster.layout
+        others = [n for n in self.nodes if n != name]
+        cut = partition.Partition(f"pgras-verify-{layout.base_port}")
+        try:
+            cut.cut(
+                self._node_pids(name),
+                [p for n in others for p in self._node_pids(n)],
+                self._ports(name),
+                [p for n in others for p in self._ports(n)],
+                [layout.consul_http, layout.consul_server, layout.consul_serf],
+            )
+            new = self._wait_leader({name}, self._failover_window())
+            time.sleep(2)
+        finally:
+            cut.heal()
+        return name, f"{new} took over" if new else "no new primary while cut off"
+
+    def _kill_replica(self, leader: str | None) -> tuple[str | None, str]:
+        replicas = [
+            r.name
+            for r in self.cluster.members()
+            if r.name != leader and r.role == "replica" and r.streaming
+        ]
+        if not replicas:
+            raise FaultError("no streaming replica to kill")
+        name = str(replicas[0])
+        self.cluster.kill(name, signal.SIGKILL)
+        # Let its member key lapse, as a lost pod's would, before it comes back.
+        deadline = time.monotonic() + self.ttl + 5
+        while time.monotonic() < deadline:
+            if not any(r.name == name and r.streaming for r in self.cluster.members()):
+                break
+            time.sleep(POLL)
+        return name, ""
+
+    def _restart_consul(self, leader: str | None) -> tuple[str | None, str]:
+        table, layout = self.cluster.table, self.cluster.layout
+        table.stop(consul_server.NAME, timeout=10)
+        consul_server.start(layout, table)
+        return "consul", ""
+
+    def _restart_pgpool(self, leader: str | None) -> tuple[str | None, str]:
+        # SIGINT is pgpool's fast shutdown, as local/access.py stops it.
+        self.cluster.table.stop("pgpool", timeout=10, sig=signal.SIGINT)
+        return "pgpool", ""
+
+    def _double(self, leader: str | None) -> tuple[str | None, str]:
+        first = self._need_leader(leader)
+        self.cluster.kill(first, signal.SIGKILL)
+        second = self._wait_leader({first}, self._failover_window())
+        if second is None:
+            return first, "no new primary after the first kill"
+        self.cluster.kill(second, signal.SIGKILL)
+        third = self._wait_leader({first, second}, self._failover_window())
+        return f"{first},{second}", f"{second} then {third} took over"
