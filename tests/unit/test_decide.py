@@ -136,6 +136,7 @@ def peer(name: str, **kw: Any) -> PeerView:
         "timeline": 1,
         "lsn": LSN,
         "streaming": True,
+        "running": True,
     }
     fields.update(kw)
     return PeerView(**fields)
@@ -178,6 +179,12 @@ CASES = [
         id="agent-down-leader",
     ),
     C(obs(None, None), Action.WAIT, ["agent unreachable"], id="agent-and-consul-down"),
+    C(
+        obs(None, i_lead(), not_serving_for=21.0),
+        Action.ABDICATE,
+        ["agent unreachable for 21s", "releasing the leader lock"],
+        id="agent-down-leader-past-primary-start-timeout",
+    ),
     # A failed bootstrap must free the lock so another member can initialize.
     C(
         obs(empty(job_error="initdb failed"), i_lead(initialize=PENDING_INIT)),
@@ -431,38 +438,38 @@ CASES = [
     ),
     C(
         obs(primary(), i_lead(switchover=switchover("n3")), peers=(peer("n3", reachable=False),)),
-        Action.HOLD,
-        ["leader with the lock"],
+        Action.CANCEL_SWITCHOVER,
+        ["refusing the switchover: n3 is not a healthy streaming replica"],
         id="switchover-target-unreachable",
     ),
     C(
         obs(primary(), i_lead(switchover=switchover("n3")), peers=(peer("n3", streaming=False),)),
-        Action.HOLD,
-        ["leader"],
+        Action.CANCEL_SWITCHOVER,
+        ["refusing the switchover: n3 is not a healthy"],
         id="switchover-target-not-streaming",
     ),
     C(
         obs(primary(), i_lead(switchover=switchover("n3")), peers=(peer("n3", nofailover=True),)),
-        Action.HOLD,
-        ["leader"],
+        Action.CANCEL_SWITCHOVER,
+        ["refusing the switchover: n3 is not a healthy"],
         id="switchover-target-nofailover",
     ),
     C(
         obs(primary(), i_lead(switchover=switchover("n3")), peers=(peer("n3", role=Role.STOPPED),)),
-        Action.HOLD,
-        ["leader"],
+        Action.CANCEL_SWITCHOVER,
+        ["refusing the switchover: n3 is not a healthy"],
         id="switchover-target-stopped",
     ),
     C(
         obs(primary(), i_lead(switchover=switchover("n4")), peers=(peer("n3"),)),
-        Action.HOLD,
-        ["leader"],
+        Action.CANCEL_SWITCHOVER,
+        ["n4 is not a healthy streaming replica"],
         id="switchover-target-absent",
     ),
     C(
         obs(primary(), i_lead(switchover=switchover(None)), peers=()),
-        Action.HOLD,
-        ["leader with the lock"],
+        Action.CANCEL_SWITCHOVER,
+        ["no healthy streaming replica to hand over to"],
         id="switchover-none-available",
     ),
     C(
@@ -471,15 +478,16 @@ CASES = [
             i_lead(switchover=switchover(None)),
             peers=(peer("n2", streaming=False), peer("n3", reachable=False)),
         ),
-        Action.HOLD,
-        ["leader"],
+        Action.CANCEL_SWITCHOVER,
+        ["no healthy streaming replica"],
         id="switchover-no-streaming-replica",
     ),
     C(
         obs(
             primary(),
-            i_lead(switchover=switchover("n3", age=SWITCHOVER_TIMEOUT + 1)),
+            i_lead(switchover=switchover("n3")),
             peers=(peer("n3"),),
+            switchover_age=SWITCHOVER_TIMEOUT + 1,
         ),
         Action.HOLD,
         ["leader"],
@@ -488,8 +496,9 @@ CASES = [
     C(
         obs(
             primary(),
-            i_lead(switchover=switchover("n3", age=SWITCHOVER_TIMEOUT)),
+            i_lead(switchover=switchover("n3")),
             peers=(peer("n3"),),
+            switchover_age=SWITCHOVER_TIMEOUT,
         ),
         Action.SWITCHOVER,
         ["n3"],
@@ -717,6 +726,52 @@ RACE_CASES = [
         ["is more advanced"],
         id="several-peers-one-ahead",
     ),
+    # Issue 9.1: a peer far ahead of me is the one that must win, never a "liar".
+    C(
+        race(last_leader_lsn=None, peers=(peer("n3", lsn=LSN + PLAUSIBLE_AHEAD + 1),)),
+        ["n3 is more advanced"],
+        id="peer-far-ahead-of-me-counts-without-primary-position",
+    ),
+    C(
+        race(last_leader_lsn=LSN + 400 * MB, node=replica(lsn=LSN, streaming=False)),
+        ["lag of 419430400 bytes", "maximum_lag_on_failover"],
+        id="stale-by-400MB-after-full-restart",
+    ),
+    # Members still starting or not answering are waited for, within a bound.
+    C(
+        race(peers=(peer("n3", lsn=None),)),
+        ["waiting for n3 to finish starting", "(0s of 20s)"],
+        id="peer-lsn-unknown-waited-for",
+    ),
+    C(
+        race(peers=(peer("n3", reachable=False),), unsettled_for=19.9),
+        ["waiting for n3"],
+        id="unreachable-member-waited-for",
+    ),
+    C(
+        race(peers=(peer("n3", role=Role.STOPPED, running=False, lsn=None),), unsettled_for=3),
+        ["waiting for n3", "(3s of 20s)"],
+        id="stopped-member-waited-for",
+    ),
+    C(
+        race(peers=(peer("n3", job="start-replica"),)),
+        ["waiting for n3"],
+        id="member-running-a-job-waited-for",
+    ),
+    C(
+        race(peers=(peer("n3", role=Role.UNKNOWN),)),
+        ["waiting for n3"],
+        id="member-recovering-waited-for",
+    ),
+    C(
+        race(
+            last_leader_lsn=None,
+            peers=(peer("n3", role=Role.UNKNOWN, running=False),),
+            unsettled_for=1000.0,
+        ),
+        ["n3 not settled yet", "last primary position is unknown"],
+        id="unsettled-member-and-no-primary-position-no-bound",
+    ),
 ]
 
 
@@ -738,8 +793,8 @@ RACING = [
     C(race(cl=no_leader(switchover=switchover(ME, source="n2"))), id="switchover-to-me"),
     C(race(cl=no_leader(switchover=switchover(None, source="n2"))), id="switchover-to-anyone"),
     C(
-        race(cl=no_leader(switchover=switchover("n3", source="n2", age=SWITCHOVER_TIMEOUT + 1))),
-        id="switchover-to-other-stale",
+        race(cl=no_leader(switchover=switchover("n3", source="n2")), switchover_age=4.0),
+        id="switchover-to-other-not-taken-within-ttl",
     ),
     C(
         race(cl=no_leader(sync=ME), settings=Settings(synchronous_mode=True)),
@@ -752,17 +807,38 @@ RACING = [
         race(peers=(peer("n3", lsn=LSN + PLAUSIBLE_AHEAD + 1),)),
         id="lying-peer-absurdly-ahead-ignored",
     ),
-    C(
-        race(last_leader_lsn=None, peers=(peer("n3", lsn=LSN + PLAUSIBLE_AHEAD + 1),)),
-        id="lying-peer-ahead-of-my-lsn-ignored",
-    ),
     C(race(peers=(peer("n3", lsn=-1),)), id="negative-lsn-peer-ignored"),
-    C(race(peers=(peer("n3", lsn=None),)), id="peer-lsn-unknown-ignored"),
-    C(race(peers=(peer("n3", reachable=False, lsn=LSN + 1),)), id="unreachable-peer-ignored"),
-    C(race(peers=(PeerView("n3", reachable=False),)), id="unreachable-peer-as-probed"),
+    # A member that cannot be read is waited for up to primary_start_timeout, then skipped.
+    C(race(peers=(peer("n3", lsn=None),), unsettled_for=20.0), id="peer-lsn-unknown-past-bound"),
+    C(
+        race(peers=(peer("n3", reachable=False, lsn=LSN + 1),), unsettled_for=21.0),
+        id="unreachable-member-past-bound",
+    ),
+    C(
+        race(peers=(PeerView("n3", reachable=False),), unsettled_for=20.0),
+        id="unreachable-member-as-probed-past-bound",
+    ),
+    C(
+        race(peers=(PeerView("n4", reachable=False),)),
+        id="unreachable-non-member-ignored-at-once",  # e.g. the dead leader, key gone
+    ),
     C(race(peers=(peer("n3", lsn=LSN + 1, nofailover=True),)), id="nofailover-peer-ignored"),
-    C(race(peers=(peer("n3", lsn=LSN + 1, role=Role.STOPPED),)), id="stopped-peer-ignored"),
-    C(race(peers=(peer("n3", lsn=LSN + 1, role=Role.UNKNOWN),)), id="unknown-role-peer-ignored"),
+    C(
+        race(peers=(peer("n3", lsn=LSN + 1, role=Role.STOPPED, running=False),), unsettled_for=25),
+        id="stopped-peer-past-bound",
+    ),
+    C(
+        race(peers=(peer("n3", lsn=LSN + 1, role=Role.UNKNOWN),), unsettled_for=20.0),
+        id="unknown-role-peer-past-bound",
+    ),
+    C(
+        race(
+            peers=(peer("n3", lsn=LSN + 1, role=Role.UNKNOWN),),
+            unsettled_for=5.0,
+            settings=Settings(primary_start_timeout=5.0),
+        ),
+        id="unknown-role-peer-past-custom-bound",
+    ),
     C(
         race(
             node=replica(timeline=2, streaming=False), peers=(peer("n3", lsn=LSN + MB, timeline=1),)
@@ -770,8 +846,11 @@ RACING = [
         id="peer-on-older-timeline-ignored",
     ),
     C(
-        race(peers=(peer("n3", primary_ok=False, role=Role.PRIMARY, lsn=LSN + 1),)),
-        id="primary-peer-without-lock-not-compared",
+        race(
+            peers=(peer("n3", role=Role.PRIMARY, running=False, lsn=LSN + 1),),
+            unsettled_for=20.0,
+        ),
+        id="stopped-primary-peer-not-compared-past-bound",
     ),
 ]
 
@@ -942,10 +1021,10 @@ def test_candidate_key(p: PeerView, key: tuple[bool, int, str]) -> None:
             id="ceiling-from-last-leader",
         ),
         C(
-            peer("n3", lsn=LSN + PLAUSIBLE_AHEAD + 1),
-            race(last_leader_lsn=None, node=replica(lsn=LSN + 1)),
+            peer("n3", lsn=LSN + 2 * PLAUSIBLE_AHEAD),
+            race(last_leader_lsn=None, node=replica(lsn=LSN)),
             True,
-            id="ceiling-from-my-lsn",
+            id="my-own-lsn-is-never-a-ceiling",
         ),
         C(
             peer("n3", lsn=2**60),
@@ -981,3 +1060,124 @@ def test_failed_bootstrap_gives_the_lock_up() -> None:
 def test_the_table_reaches_every_action() -> None:
     reached = {decide(p.values[0]).action for p in CASES}
     assert reached == set(Action)
+
+
+# --- issue 9.4: a leader that cannot serve gives the lock up -----------------------------
+
+PAST = Settings().primary_start_timeout + 0.1
+
+
+@pytest.mark.parametrize(
+    ("o", "words"),
+    [
+        C(
+            obs(
+                stopped(job_error="postgres exited while starting"), i_lead(), not_serving_for=PAST
+            ),
+            ["postgres failing to start (postgres exited while starting)", "primary_start_timeout"],
+            id="postgres-fails-to-start",
+        ),
+        C(
+            obs(stopped(), i_lead(), not_serving_for=PAST),
+            ["postgres not running as primary"],
+            id="postgres-stopped",
+        ),
+        C(obs(unknown(), i_lead(), not_serving_for=PAST), ["not running as primary"], id="unknown"),
+        C(obs(None, i_lead(), not_serving_for=PAST), ["agent unreachable"], id="agent-gone"),
+        C(
+            obs(stopped(job="start-primary"), i_lead(), not_serving_for=PAST),
+            ["start-primary still not serving"],
+            id="start-job-hangs",
+        ),
+        C(
+            obs(
+                stopped(), i_lead(), not_serving_for=5.1, settings=Settings(primary_start_timeout=5)
+            ),
+            ["(primary_start_timeout 5s)"],
+            id="custom-timeout",
+        ),
+    ],
+)
+def test_leader_that_cannot_serve_abdicates(o: Observation, words: list[str]) -> None:
+    d = decide(o)
+    assert d.action is Action.ABDICATE, d.reason
+    for word in words:
+        assert word in d.reason, f"{word!r} not in {d.reason!r}"
+
+
+@pytest.mark.parametrize(
+    ("o", "action"),
+    [
+        C(obs(stopped(), i_lead(), not_serving_for=19.9), Action.START_PRIMARY, id="within-bound"),
+        C(obs(None, i_lead(), not_serving_for=20.0), Action.WAIT, id="agent-gone-at-bound"),
+        C(obs(replica(), i_lead(), not_serving_for=3), Action.PROMOTE, id="promote-within"),
+        C(obs(primary(), i_lead(), not_serving_for=PAST), Action.HOLD, id="serving-primary"),
+        C(obs(stopped(), cluster(), not_serving_for=PAST), Action.START_REPLICA, id="not-leader"),
+    ],
+)
+def test_leader_within_primary_start_timeout_keeps_trying(o: Observation, action: Action) -> None:
+    assert decide(o).action is action
+
+
+def test_failed_member_is_not_waited_for() -> None:
+    """The member that abdicated (its postgres cannot start) does not hold the race up."""
+    failed = peer("n3", running=False, role=Role.STOPPED, lsn=None, job_error="exited")
+    assert decide(race(peers=(failed,))).action is Action.ACQUIRE_AND_PROMOTE
+    starting = peer("n3", running=False, role=Role.STOPPED, lsn=None)
+    assert decide(race(peers=(starting,))).action is Action.WAIT
+
+
+# --- issue 9.2: an empty member never forks a new cluster off members with data -------------
+
+
+def test_empty_member_waits_while_a_reachable_member_has_data() -> None:
+    wiped = cluster(leader=None, initialize=None)
+    holder = peer("n3", running=False, role=Role.STOPPED, has_data=True)
+    d = decide(obs(empty(), wiped, peers=(holder,)))
+    assert d.action is Action.WAIT, d.reason
+    assert "n3 holds data: not initializing a new cluster" in d.reason
+
+
+@pytest.mark.parametrize(
+    "peers",
+    [
+        C((), id="alone"),
+        C((peer("n3", has_data=False, running=False, role=Role.STOPPED),), id="peer-empty-too"),
+        C((peer("n3", reachable=False, has_data=True),), id="holder-unreachable"),
+        C((peer("n3", has_data=None),), id="peer-did-not-say"),
+    ],
+)
+def test_empty_member_bootstraps_when_no_reachable_member_has_data(
+    peers: tuple[PeerView, ...],
+) -> None:
+    d = decide(obs(empty(), cluster(leader=None, initialize=None), peers=peers))
+    assert d.action is Action.BOOTSTRAP, d.reason
+
+
+def test_empty_member_is_not_waited_for_in_a_race() -> None:
+    """An empty member has no WAL to lose: it never holds a race up (else a deadlock)."""
+    blank = peer("n3", running=False, role=Role.STOPPED, lsn=None, has_data=False)
+    assert decide(race(last_leader_lsn=None, peers=(blank,))).action is Action.ACQUIRE_AND_PROMOTE
+
+
+# --- issue 9.6: switchover on local clocks only ---------------------------------------------
+
+
+def test_switchover_decisions_ignore_the_wall_clock_it_was_written_with() -> None:
+    """A request stamped far in the past or future by another node's clock still counts."""
+    for age in (-1e6, 1e6):
+        o = obs(primary(), i_lead(switchover=switchover("n3", age=age)), peers=(peer("n3"),))
+        assert decide(o).action is Action.SWITCHOVER
+        blocked = race(cl=no_leader(switchover=switchover("n3", source="n2", age=age)))
+        assert "switchover to n3 is in progress" in decide(blocked).reason
+
+
+def test_others_race_one_ttl_after_the_lock_was_handed_over() -> None:
+    cl = no_leader(switchover=switchover("n3", source="n2"))
+    assert decide(race(cl=cl, switchover_age=3.9)).action is Action.WAIT
+    assert decide(race(cl=cl, switchover_age=4.0)).action is Action.ACQUIRE_AND_PROMOTE
+
+
+def test_a_demoting_peer_is_not_deferred_to_nor_waited_for() -> None:
+    going = PeerView("n2", True, job="demoting", has_data=True)
+    assert decide(race(peers=(going,))).action is Action.ACQUIRE_AND_PROMOTE

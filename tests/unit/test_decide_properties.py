@@ -14,7 +14,13 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from postgres_ras.controller.decide import PENDING_INIT, SWITCHOVER_TIMEOUT, decide, plausible
+from postgres_ras.controller.decide import (
+    PENDING_INIT,
+    SWITCHOVER_TIMEOUT,
+    decide,
+    plausible,
+    unsettled,
+)
 from postgres_ras.controller.state import (
     Action,
     Decision,
@@ -146,6 +152,8 @@ peer_views = st.builds(
     lsn=lsns,
     nofailover=st.booleans(),
     streaming=st.booleans(),
+    running=st.booleans(),
+    job=st.sampled_from([None, None, "start-replica"]),
 )
 ha_settings = st.builds(
     Settings,
@@ -172,6 +180,8 @@ def observations(
         last_leader=maybe_name,
         last_leader_lsn=lsns,
         peers=st.lists(peer_views, max_size=4).map(tuple),
+        unsettled_for=st.sampled_from([0.0, 5.0, 25.0]),
+        switchover_age=st.sampled_from([0.0, 3.0, 5.0, 40.0]),
         now_wall=st.just(NOW),
     )
 
@@ -280,12 +290,17 @@ def test_race_only_when_every_condition_holds(o: Observation) -> None:
     if o.settings.synchronous_mode:
         assert cluster.sync == o.me
     sw = cluster.switchover
-    if sw and sw.target and not sw.stale(o.now_wall, SWITCHOVER_TIMEOUT):
+    if sw and sw.target and o.switchover_age < o.settings.ttl:
         assert sw.target == o.me
     assert not foreign_data(o)
     for p in o.peers:
         if p.reachable and not p.nofailover and p.role is Role.REPLICA and plausible(p, o):
             assert p.lsn is not None and p.lsn <= node.lsn, f"{p.name} is more advanced"
+    # A live member that cannot be read yet is waited for: without bound when the last
+    # primary position is unknown, else for primary_start_timeout.
+    if unsettled(o):
+        assert o.last_leader_lsn is not None
+        assert o.unsettled_for >= o.settings.primary_start_timeout
 
 
 # Racing observations: nobody holds the lock and I am a running replica with my own data.
@@ -316,6 +331,8 @@ def _clean(o: Observation) -> Observation:
         cluster=dataclasses.replace(o.cluster, switchover=None),
         last_leader_lsn=o.node.lsn,
         peers=tuple(dataclasses.replace(p, reachable=False, primary_ok=False) for p in o.peers),
+        # Members that never answered have been waited for long enough.
+        unsettled_for=o.settings.primary_start_timeout,
     )
 
 
@@ -341,11 +358,50 @@ def _lagging(o: Observation) -> Observation:
 
 def _more_advanced_peer(o: Observation) -> Observation:
     assert o.node is not None and o.node.lsn is not None
-    better = PeerView("n3", True, role=Role.REPLICA, timeline=o.node.timeline, lsn=o.node.lsn + 1)
+    better = PeerView(
+        "n3", True, role=Role.REPLICA, timeline=o.node.timeline, lsn=o.node.lsn + 1, running=True
+    )
     spoiled = dataclasses.replace(o, peers=(*o.peers, better))
     # A last leader LSN far behind makes the better peer look like a liar: not this case.
     assume(plausible(better, spoiled))
     return spoiled
+
+
+def _unsettled_member(
+    unsettled_for: float, last_leader_lsn: bool
+) -> Callable[[Observation], Observation]:
+    """A live member (key in Consul) still starting: waited for, within the bound only when
+    the last primary position is known."""
+
+    def spoil(o: Observation) -> Observation:
+        assert o.cluster is not None and o.node is not None
+        name = next(n for n in NAMES if n != o.me)
+        i = NAMES.index(name) + 1
+        m = Member(
+            name,
+            f"http://10.0.0.{i}:8008",
+            f"10.0.0.{i}",
+            5432,
+            "replica",
+            "starting",
+            1,
+            None,
+            False,
+            session_of(name),
+        )
+        others = tuple(x for x in o.cluster.members if x.name != name)
+        return dataclasses.replace(
+            o,
+            cluster=dataclasses.replace(o.cluster, members=(*others, m)),
+            peers=(
+                *(p for p in o.peers if p.name != name),
+                PeerView(name, True, role=Role.UNKNOWN, running=True),
+            ),
+            unsettled_for=unsettled_for,
+            last_leader_lsn=o.node.lsn if last_leader_lsn else None,
+        )
+
+    return spoil
 
 
 def _sync_not_me(sync: str | None) -> Callable[[Observation], Observation]:
@@ -391,8 +447,11 @@ SPOILERS: dict[str, Callable[[Observation], Observation]] = {
     "switchover-to-other": lambda o: dataclasses.replace(
         o,
         cluster=dataclasses.replace(o.cluster, switchover=Switchover("n2", "n3", NOW - 1)),  # type: ignore[arg-type]
+        switchover_age=0.5,  # handed over just now: the target takes the lock
     ),
     "more-advanced-peer": _more_advanced_peer,
+    "member-starting-within-bound": _unsettled_member(19.9, last_leader_lsn=True),
+    "member-starting-position-unknown": _unsettled_member(1e6, last_leader_lsn=False),
     "another-member-holds-lock": _other_holds_lock,
     "lock-under-my-name-other-session": _my_name_other_session,
     "consul-down": lambda o: dataclasses.replace(o, cluster=None),

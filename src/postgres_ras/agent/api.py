@@ -1,18 +1,21 @@
 """The agent's node-local HTTP API, used only by its own controller.
 
-Long actions answer 202 and run as a job reported by ``GET /status``;
-a request while a job runs answers 409. Bad input answers 400 naming the field.
+Every call must carry ``Authorization: Bearer <agent.auth_token>`` when a
+token is configured (401 otherwise). Long actions answer 202 and run as a
+job reported by ``GET /status``; a request while a job runs answers 409.
+Bad input answers 400 naming the field.
 """
 
 from __future__ import annotations
 
+import hmac
 import math
 from typing import Any
 
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from postgres_ras.agent.node import Agent, Busy
+from postgres_ras.agent.node import Agent, Busy, NoLease
 from postgres_ras.agent.pgconf import Upstream
 from postgres_ras.errors import PostgresError
 
@@ -48,12 +51,35 @@ def _upstream(data: dict[str, Any], required: bool) -> Upstream | None:
     return Upstream(host, port)
 
 
-def create_app(agent: Agent) -> Flask:
+def _finite(value: Any, low: float, high: float) -> bool:
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and math.isfinite(value)
+        and low <= value <= high
+    )
+
+
+def create_app(agent: Agent, token: str | None = None) -> Flask:
     app = Flask("pgras-agent")
+    expected = f"Bearer {token}".encode() if token else None
+
+    @app.before_request
+    def authenticate() -> Any:
+        if expected is None:
+            return None
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            return jsonify(error="agent API: missing or wrong token (agent.auth_token)"), 401
+        return None
 
     @app.errorhandler(Busy)
     def busy(exc: Busy) -> Any:
         return jsonify(error=f"busy: {exc}"), 409
+
+    @app.errorhandler(NoLease)
+    def no_lease(exc: NoLease) -> Any:
+        return jsonify(error=str(exc)), 409
 
     @app.errorhandler(BadRequest)
     def bad(exc: BadRequest) -> Any:
@@ -79,14 +105,15 @@ def create_app(agent: Agent) -> Flask:
         data = _body()
         lease = data.get("lease")
         # NaN or infinity would switch the fence off for good: refuse them.
-        if lease is not None and (
-            isinstance(lease, bool)
-            or not isinstance(lease, int | float)
-            or not math.isfinite(lease)
-            or not 0 <= lease <= 600
-        ):
+        if lease is not None and not _finite(lease, 0, 600):
             raise BadRequest("field 'lease' must be a number of seconds in 0..600, or null")
-        agent.heartbeat(None if lease is None else float(lease))
+        deadline = data.get("deadline")
+        if deadline is not None and not _finite(deadline, 0, 1e12):
+            raise BadRequest("field 'deadline' must be a CLOCK_BOOTTIME instant, or null")
+        if deadline is None:
+            agent.heartbeat(None if lease is None else float(lease))
+        else:
+            agent.heartbeat(None if lease is None else float(lease), float(deadline))
         return jsonify(ok=True, fenced=agent.fenced)
 
     @app.post("/bootstrap")

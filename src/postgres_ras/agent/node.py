@@ -7,7 +7,13 @@ Guarantees:
   controller heart-beats (``fence_timeout``) and the leader lease the
   controller last reported has not run out. Otherwise the agent stops
   postgres itself: a dead, hung or partitioned controller cannot leave a
-  writable primary behind.
+  writable primary behind. Whether postgres is a primary is read live
+  (``pg_is_in_recovery()``, at least every second), not only remembered,
+  so a promotion that finished while the agent restarted is fenced too;
+- lease times are on CLOCK_BOOTTIME (it counts through a suspend), a lease
+  is capped at ``ttl``, and it never ends later than the deadline the
+  controller confirmed, however late the heartbeat is processed;
+- promotion and a start as primary are refused without a valid lease.
 Not guaranteed: anything about the cluster; the agent knows only its node.
 """
 
@@ -15,18 +21,18 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from postgres_ras.agent.pgconf import Upstream
 from postgres_ras.agent.postgres import Postgres
+from postgres_ras.clock import boottime
 from postgres_ras.config import NodeConfig
 from postgres_ras.errors import PostgresError
 from postgres_ras.lsn import format_lsn
 
-log = logging.getLogger("pgras.agent")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,7 +47,7 @@ class Job:
             "name": self.name,
             "running": self.finished is None,
             "error": self.error,
-            "seconds": round((self.finished or time.monotonic()) - self.started, 3),
+            "seconds": round((self.finished or boottime()) - self.started, 3),
         }
 
 
@@ -49,10 +55,16 @@ class Busy(Exception):
     pass
 
 
+class NoLease(Exception):
+    """A primary was asked for without a valid leader lease."""
+
+
+# A replica is checked live for a finished promotion at most this often (seconds).
+ROLE_RECHECK = 1.0
+
+
 class Agent:
-    def __init__(
-        self, config: NodeConfig, pg: Postgres, clock: Callable[[], float] = time.monotonic
-    ):
+    def __init__(self, config: NodeConfig, pg: Postgres, clock: Callable[[], float] = boottime):
         self.config = config
         self.pg = pg
         self.clock = clock
@@ -63,6 +75,7 @@ class Agent:
         self.lease_deadline: float | None = None
         self.fenced: str | None = None
         self.is_primary = False
+        self._role_checked_at = float("-inf")
         self._stop = threading.Event()
         if pg.is_running():
             try:
@@ -163,7 +176,13 @@ class Agent:
 
         return self.submit("rewind" if rewind else "start-replica", work)
 
+    def require_lease(self, what: str) -> None:
+        if not self.lease_valid():
+            raise NoLease(f"refusing to {what}: the controller holds no valid leader lease")
+
     def start_primary(self) -> Job:
+        self.require_lease("start postgres as primary")
+
         def work() -> None:
             control = self.pg.controldata()
             if control is not None and not control.was_primary:
@@ -197,6 +216,7 @@ class Agent:
         log.info("promoted to primary")
 
     def promote(self) -> Job:
+        self.require_lease("promote")
         # A job: promotion replays the received backlog first, which may take longer
         # than a lease; the controller keeps renewing meanwhile and the fence waits.
         return self.submit("promote", self._promote)
@@ -217,10 +237,22 @@ class Agent:
         return result
 
     # --- heartbeat and fence ----------------------------------------------------
-    def heartbeat(self, lease: float | None) -> None:
+    def heartbeat(self, lease: float | None, deadline: float | None = None) -> None:
+        """``lease``: seconds left; ``deadline``: when it ends on the shared boot clock.
+
+        The lease never ends later than ``deadline`` (a heartbeat processed late cannot
+        stretch it) nor more than ``ttl`` from now.
+        """
         now = self.clock()
         self.last_heartbeat = now
-        self.lease_deadline = None if lease is None else now + lease
+        if lease is None:
+            self.lease_deadline = None
+            return
+        until = now + min(lease, self.config.ha.ttl)
+        self.lease_deadline = until if deadline is None else min(until, deadline)
+
+    def lease_valid(self) -> bool:
+        return self.lease_deadline is not None and self.clock() < self.lease_deadline
 
     def fence_reason(self) -> str | None:
         """Why a running primary must be stopped now, or None (pure over the agent's state)."""
@@ -234,21 +266,43 @@ class Agent:
             return "the controller holds no valid leader lease"
         return None
 
+    def _primary_now(self) -> bool:
+        """Whether postgres runs as a primary: remembered, and for a remembered replica read
+        live at most every ROLE_RECHECK seconds (a promotion may have finished unseen)."""
+        if self.is_primary:
+            return True
+        now = self.clock()
+        if now - self._role_checked_at < ROLE_RECHECK or not self.pg.is_running():
+            return False
+        self._role_checked_at = now
+        try:
+            self.is_primary = not self.pg.in_recovery()
+        except PostgresError:
+            return False  # not accepting connections: starting up, still a standby
+        if self.is_primary:
+            log.warning("postgres runs as a primary, not as the replica the agent remembered")
+        return self.is_primary
+
+    def fence_once(self) -> str | None:
+        """Stop postgres if it runs as a primary that must not; returns why it was stopped."""
+        if self.busy():
+            return None
+        reason = self.fence_reason()
+        if reason is None or not self._primary_now():
+            return None
+        try:
+            self.pg.stop("fast", timeout=5)
+        except (PostgresError, OSError) as exc:
+            log.error("fence failed to stop postgres: %s", exc)
+            return None
+        self.is_primary = False
+        self.fenced = reason
+        log.warning("fenced: stopped the primary because %s", reason)
+        return reason
+
     def fence_loop(self, interval: float = 0.1) -> None:
         while not self._stop.wait(interval):
-            if not self.is_primary or self.busy():
-                continue
-            reason = self.fence_reason()
-            if reason is None:
-                continue
-            try:
-                self.pg.stop("fast", timeout=5)
-            except (PostgresError, OSError) as exc:
-                log.error("fence failed to stop postgres: %s", exc)
-                continue
-            self.is_primary = False
-            self.fenced = reason
-            log.warning("fenced: stopped the primary because %s", reason)
+            self.fence_once()
 
     def close(self) -> None:
         self._stop.set()

@@ -443,6 +443,11 @@ class Postgres:
         with self.connect() as conn:
             return queries.ensure_slots(conn, names)
 
+    def in_recovery(self) -> bool:
+        """Live: is the running server a standby? Raises PostgresError when it cannot tell."""
+        with self.connect(timeout=1) as conn:
+            return queries.in_recovery(conn)
+
     def query_state(self) -> dict[str, Any]:
         with self.connect(timeout=2) as conn:
             return queries.query_state(conn)

@@ -37,6 +37,12 @@ def ensure_slots(conn: psycopg.Connection[Any], names: Sequence[str]) -> dict[st
     return {"created": created, "dropped": dropped, "busy": busy}
 
 
+def in_recovery(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+    assert row is not None
+    return bool(row[0])
+
+
 def query_state(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     """Role and WAL positions of the running server."""
     in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()

@@ -13,13 +13,14 @@ from postgres_ras.agent.postgres import Postgres
 from postgres_ras.config import NodeConfig
 from postgres_ras.httpserver import Server
 
-log = logging.getLogger("pgras.agent")
+log = logging.getLogger(__name__)
 
 
 def run(config: NodeConfig) -> int:
     pg = Postgres(config)
     agent = Agent(config, pg)
-    server = Server(create_app(agent), config.agent.listen, config.agent.port, "agent")
+    token = config.agent.auth_token.get_secret_value() if config.agent.auth_token else None
+    server = Server(create_app(agent, token), config.agent.listen, config.agent.port, "agent")
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

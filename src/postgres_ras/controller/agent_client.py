@@ -11,10 +11,12 @@ from postgres_ras.errors import AgentError
 
 
 class AgentClient:
-    def __init__(self, base_url: str, timeout: float = 2.0) -> None:
+    def __init__(self, base_url: str, timeout: float = 2.0, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.http = requests.Session()
+        if token:
+            self.http.headers["Authorization"] = f"Bearer {token}"
 
     def _call(
         self,
@@ -42,8 +44,10 @@ class AgentClient:
     def status(self) -> dict[str, Any]:
         return self._call("GET", "/status")
 
-    def heartbeat(self, lease: float | None) -> dict[str, Any]:
-        return self._call("POST", "/heartbeat", {"lease": lease}, timeout=1.0)
+    def heartbeat(self, lease: float | None, deadline: float | None = None) -> dict[str, Any]:
+        """``deadline``: the lease's end on CLOCK_BOOTTIME, which the agent shares."""
+        body = {"lease": lease, "deadline": deadline if lease is not None else None}
+        return self._call("POST", "/heartbeat", body, timeout=1.0)
 
     def bootstrap(self) -> None:
         self._call("POST", "/bootstrap")

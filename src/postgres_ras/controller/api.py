@@ -23,10 +23,35 @@ from postgres_ras.lsn import format_lsn
 
 
 def node_status(ha: HA) -> dict[str, Any]:
+    """This node as its last cycle saw it, except what a demotion in progress changes now:
+    a node inside a demotion answers "demoting" (no healthy primary, nothing to defer to)."""
     snap = ha.snapshot
     o = snap.observation
     node = o.node if o else None
     cluster = o.cluster if o else None
+    # getattr: stand-ins of HA in other modules' tests need not know these two.
+    instance = getattr(ha, "instance", None)
+    if getattr(ha, "demoting", False):
+        return {
+            "name": ha.config.name,
+            "role": "demoting",
+            "running": False,
+            "primary_ok": False,
+            "timeline": node.timeline if node else None,
+            "lsn": format_lsn(node.lsn) if node and node.lsn is not None else None,
+            "streaming": False,
+            "upstream": None,
+            "job": "demoting",
+            "job_error": None,
+            "has_data": True,
+            "instance": instance,
+            "fenced": None,
+            "nofailover": ha.config.tags.nofailover,
+            "leader": cluster.leader.name if cluster and cluster.leader else None,
+            "dcs_ok": cluster is not None,
+            "decision": "demoting: stopping postgres",
+            "age": round(time.time() - snap.at, 3) if snap.at else None,
+        }
     return {
         "name": ha.config.name,
         "role": node.role.value if node else "unknown",
@@ -40,7 +65,7 @@ def node_status(ha: HA) -> dict[str, Any]:
         "job_error": node.job_error if node else None,
         "has_data": node.has_data if node else None,
         # This controller process: tells a restarted me from a live twin with my name.
-        "instance": ha.instance,
+        "instance": instance,
         "fenced": node.fenced if node else None,
         "nofailover": ha.config.tags.nofailover,
         "leader": cluster.leader.name if cluster and cluster.leader else None,

@@ -6,8 +6,11 @@ so every branch can be tested without a cluster. Safety rules it keeps:
   a primary without the lock demotes (once its lease is gone, if Consul is
   unreachable), and a running primary that finds the lock free may retake it;
 - a replica races only if healthy, not ``nofailover``, within
-  ``maximum_lag_on_failover`` of the last known primary, not behind any
-  reachable plausible peer, and no former leader answers as healthy;
+  ``maximum_lag_on_failover`` of the last primary position (published in
+  Consul by the leader, so it survives a full-cluster restart), not behind
+  any reachable plausible peer, not while a member is still starting (up to
+  ``primary_start_timeout``, and without bound when the last primary position
+  is unknown), and no former leader answers as healthy;
 - a stopped former primary never starts as primary by itself: it starts
   read-only and goes through the race like everybody else.
 """
@@ -34,6 +37,13 @@ def _d(
 
 
 def plausible(peer: PeerView, o: Observation) -> bool:
+    """Whether a peer's reported position can be compared with mine.
+
+    Never judged against my own position: a peer far ahead of me is exactly the
+    member that must win. Only a claim beyond the last primary position (plus a
+    margin for WAL written since it was published) is dismissed as a lie, and
+    with no known primary position nothing is dismissed.
+    """
     if peer.lsn is None or peer.lsn < 0:
         return False
     if (
@@ -45,10 +55,37 @@ def plausible(peer: PeerView, o: Observation) -> bool:
         and peer.timeline < o.node.timeline
     ):
         return False
-    ceiling = (
-        o.last_leader_lsn if o.last_leader_lsn is not None else (o.node.lsn if o.node else None)
-    )
-    return ceiling is None or peer.lsn <= ceiling + PLAUSIBLE_AHEAD
+    return o.last_leader_lsn is None or peer.lsn <= o.last_leader_lsn + PLAUSIBLE_AHEAD
+
+
+def unsettled(o: Observation) -> list[str]:
+    """Members (live in Consul, eligible) whose position cannot be read yet.
+
+    Starting, recovering, running a job, or not answering: such a member may hold
+    more WAL than I do, so a race now could rewind its data away.
+    """
+    if o.cluster is None:
+        return []
+    names = []
+    for peer in o.peers:
+        m = o.cluster.member(peer.name)
+        if m is None or m.nofailover or peer.nofailover or peer.name == o.me:
+            continue
+        if peer.reachable and peer.has_data is False:
+            continue  # no WAL at all: nothing to lose by racing without it
+        failed = peer.reachable and not peer.running and not peer.job and peer.job_error
+        if peer.reachable and peer.job == "demoting":
+            continue  # a primary going away: it is rewound after the race, not waited for
+        settled = failed or (
+            peer.reachable
+            and peer.running
+            and not peer.job
+            and peer.role in (Role.PRIMARY, Role.REPLICA)
+            and (peer.role is Role.PRIMARY or peer.lsn is not None)
+        )
+        if not settled:
+            names.append(peer.name)
+    return names
 
 
 def candidate_key(peer: PeerView) -> tuple[bool, int, str]:
@@ -63,7 +100,9 @@ def why_not_race(o: Observation) -> str | None:
     if o.nofailover:
         return "tagged nofailover"
     sw = cluster.switchover
-    if sw and sw.target and sw.target != o.me and not sw.stale(o.now_wall, SWITCHOVER_TIMEOUT):
+    if sw and sw.target and sw.target != o.me and o.switchover_age < o.settings.ttl:
+        # The lock was handed to the target: it takes it within a cycle. If it died
+        # meanwhile, everybody races after one ttl.
         return f"a switchover to {sw.target} is in progress"
     if o.settings.synchronous_mode and cluster.sync != o.me:
         return f"synchronous mode: only the synchronous standby ({cluster.sync}) may be promoted"
@@ -82,6 +121,16 @@ def why_not_race(o: Observation) -> str | None:
                 f"my lag of {lag} bytes behind {o.last_leader} exceeds "
                 f"maximum_lag_on_failover ({o.settings.maximum_lag_on_failover})"
             )
+    waiting = unsettled(o)
+    if waiting:
+        names = ", ".join(waiting)
+        if o.last_leader_lsn is None:
+            return f"{names} not settled yet and the last primary position is unknown"
+        if o.unsettled_for < o.settings.primary_start_timeout:
+            return (
+                f"waiting for {names} to finish starting ({o.unsettled_for:.0f}s of "
+                f"{o.settings.primary_start_timeout:.0f}s): it may hold more WAL"
+            )
     for peer in o.peers:
         if not peer.reachable or peer.nofailover or peer.role is not Role.REPLICA:
             continue
@@ -94,18 +143,37 @@ def why_not_race(o: Observation) -> str | None:
     return None
 
 
+def _cannot_serve(o: Observation, what: str) -> Decision | None:
+    """ABDICATE when I have led without a running primary for over primary_start_timeout."""
+    bound = o.settings.primary_start_timeout
+    if o.not_serving_for <= bound:
+        return None
+    return _d(
+        Action.ABDICATE,
+        f"releasing the leader lock: {what} for {o.not_serving_for:.0f}s "
+        f"(primary_start_timeout {bound:.0f}s); stopping postgres so the best replica takes over",
+    )
+
+
 def decide(o: Observation) -> Decision:
     node, cluster = o.node, o.cluster
     leader = cluster.leader if cluster else None
     i_lead = leader is not None and o.session is not None and leader.session == o.session
     if node is None:
         if i_lead:
+            gone = _cannot_serve(o, "agent unreachable")
+            if gone is not None:
+                return gone
             return _d(
                 Action.WAIT, "agent unreachable: keeping the leader lock, postgres may still run"
             )
         return _d(Action.WAIT, "agent unreachable: cannot observe postgres")
     primary = node.running and node.role is Role.PRIMARY
     if node.job:
+        if i_lead and cluster is not None:
+            gone = _cannot_serve(o, f"{node.job} still not serving as primary")
+            if gone is not None:
+                return gone
         return _d(Action.WAIT, f"{node.job} in progress")
     if cluster is None:
         if primary and not o.lease_valid:
@@ -149,6 +217,15 @@ def decide(o: Observation) -> Decision:
             why = f"bootstrap failed: {node.job_error}" if node.job_error else "no data directory"
             return _d(Action.RELEASE, f"releasing the leader lock: I hold it without data ({why})")
         if leader is None and cluster.initialize in (None, PENDING_INIT):
+            holders = [p.name for p in o.peers if p.reachable and p.has_data]
+            if holders:
+                # Consul lost its keys (wiped, new servers): a new cluster would fork the
+                # data away from the members that still hold it.
+                return _d(
+                    Action.WAIT,
+                    f"no data, but {', '.join(holders)} holds data: not initializing a new "
+                    "cluster; waiting for a leader to clone from",
+                )
             # "pending" without a leader: the member that started initdb died; start over.
             return _d(Action.BOOTSTRAP, "racing to initialize a new cluster")
         lm = cluster.leader_member
@@ -165,11 +242,25 @@ def decide(o: Observation) -> Decision:
     if i_lead:
         if primary:
             sw = cluster.switchover
-            if sw and sw.source == o.me and not sw.stale(o.now_wall, SWITCHOVER_TIMEOUT):
+            if sw and sw.source == o.me and o.switchover_age <= SWITCHOVER_TIMEOUT:
                 target = switchover_target(o)
                 if target is not None:
                     return _d(Action.SWITCHOVER, f"switching over to {target}", target=target)
+                return _d(
+                    Action.CANCEL_SWITCHOVER,
+                    f"refusing the switchover: {sw.target} is not a healthy streaming replica"
+                    if sw.target
+                    else "refusing the switchover: no healthy streaming replica to hand over to",
+                )
             return _d(Action.HOLD, "no action: I am the leader with the lock")
+        what = (
+            f"postgres failing to start ({node.job_error})"
+            if node.job_error and not node.running
+            else "postgres not running as primary"
+        )
+        gone = _cannot_serve(o, what)
+        if gone is not None:
+            return gone
         if node.running and node.role is Role.REPLICA:
             return _d(Action.PROMOTE, "promoting: I hold the leader lock")
         if not node.running:

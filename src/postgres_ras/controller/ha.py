@@ -11,19 +11,20 @@ agent, which stops postgres when it runs out.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from postgres_ras.clock import boottime
 from postgres_ras.config import NodeConfig
 from postgres_ras.controller import probe
 from postgres_ras.controller.agent_client import AgentClient
-from postgres_ras.controller.decide import PENDING_INIT, decide
+from postgres_ras.controller.decide import PENDING_INIT, decide, unsettled
 from postgres_ras.controller.leader import LeaderDuties
-from postgres_ras.controller.publisher import RolePublisher
+from postgres_ras.controller.publisher import RolePublisher, report_cycle
 from postgres_ras.controller.state import (
     Action,
     Decision,
@@ -33,12 +34,17 @@ from postgres_ras.controller.state import (
     Role,
     Settings,
 )
-from postgres_ras.dcs.base import Cluster
-from postgres_ras.dcs.consul import ConsulDCS
-from postgres_ras.errors import AgentError, DCSError
+from postgres_ras.controller.timers import (
+    FirstSeen,
+    Stopwatch,
+    leading_without_primary,
+    not_streaming,
+)
+from postgres_ras.dcs.base import DCS, OPTIME_KEY, Cluster
+from postgres_ras.errors import AgentError, DCSError, FatalError
 from postgres_ras.lsn import format_lsn
 
-log = logging.getLogger("pgras.controller")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,11 +61,12 @@ class HA:
     def __init__(
         self,
         config: NodeConfig,
-        dcs: ConsulDCS,
+        dcs: DCS,
         agent: AgentClient,
         publisher: RolePublisher,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = boottime,
         probe_all: Callable[[list[probe.Target]], tuple[PeerView, ...]] = probe.probe_all,
+        identify: Callable[[str], tuple[str, str] | None] = probe.identity,
     ) -> None:
         self.config = config
         self.dcs = dcs
@@ -67,6 +74,7 @@ class HA:
         self.publisher = publisher
         self.clock = clock
         self.probe_all = probe_all
+        self.identify = identify
         self.lease_deadline: float | None = None
         self.last_leader: str | None = None
         self.last_leader_api: str | None = None
@@ -75,45 +83,37 @@ class HA:
         self.duties = LeaderDuties(config, dcs, agent, clock)
         self.stop_event = threading.Event()
         self._last_warning = ""
-        self.not_streaming_since: float | None = None
+        self.not_streaming = Stopwatch(clock)
+        self.unsettled = Stopwatch(clock)
+        self.not_serving = Stopwatch(clock)
+        self.switchover_seen = FirstSeen(clock)
+        self.demoting = False  # inside a demotion: the API must not say "healthy primary"
         self._lease_until = 0.0
+        self.instance = uuid.uuid4().hex
+        self.refused: str | None = None  # why this controller refused to run, if it did
+        self._name_checked = False
+        self._settings = Settings.merged(config.ha, config.agent.fence_timeout, None)
+        self._dynamic_seen: dict[str, Any] | None = None
 
     # --- settings ---------------------------------------------------------------
     def settings(self, cluster: Cluster | None) -> Settings:
-        ha = self.config.ha
-        base = Settings(
-            ha.ttl, ha.loop_wait, ha.retry_timeout, ha.maximum_lag_on_failover, ha.synchronous_mode
-        )
-        dynamic = (cluster.config if cluster else None) or {}
+        """The policy in force: Consul ``config`` over the file, if it validates.
+
+        A bad value is logged once and ignored; the last good config stays in force.
+        """
+        dynamic = cluster.config if cluster else None
+        if dynamic == self._dynamic_seen:
+            return self._settings
+        self._dynamic_seen = dynamic
         try:
-            merged = replace(
-                base, **{k: v for k, v in dynamic.items() if k in Settings.__dataclass_fields__}
+            self._settings = Settings.merged(
+                self.config.ha, self.config.agent.fence_timeout, dynamic
             )
-            numbers = (
-                merged.ttl,
-                merged.loop_wait,
-                merged.retry_timeout,
-                merged.maximum_lag_on_failover,
+        except ValueError as exc:
+            log.warning(
+                "ignoring invalid dynamic config in Consul (%s); keeping the last good one", exc
             )
-            if not all(
-                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-                for v in numbers
-            ):
-                raise ValueError("timing values must be finite numbers")
-            if not (0 < merged.loop_wait < merged.retry_timeout < merged.ttl <= 600):
-                raise ValueError("need 0 < loop_wait < retry_timeout < ttl <= 600")
-            if merged.synchronous_mode:
-                raise ValueError("synchronous_mode is not available in this release")
-            return Settings(
-                float(merged.ttl),
-                float(merged.loop_wait),
-                float(merged.retry_timeout),
-                int(merged.maximum_lag_on_failover),
-                bool(merged.synchronous_mode),
-            )
-        except (TypeError, ValueError, OverflowError) as exc:
-            log.warning("ignoring invalid dynamic config in Consul (%s); using local values", exc)
-            return base
+        return self._settings
 
     def lease_remaining(self) -> float | None:
         if self.lease_deadline is None:
@@ -127,6 +127,8 @@ class HA:
             self.snapshot.observation.cluster if self.snapshot.observation else None
         )
         try:
+            if not self._name_checked:
+                self._refuse_a_live_twin()
             self.dcs.keepalive(settings.ttl)
             # Consul holds our lock at least ttl past t0 with the check just passed; the
             # lease must end before that even if the dynamic config changes this cycle.
@@ -162,8 +164,13 @@ class HA:
             )
         ):
             peers = self.probe_all(self._probe_targets(cluster))
-        not_streaming_for = self._track_streaming(node, cluster)
-        return Observation(
+        not_serving_for = (
+            self.not_serving.elapsed()  # cannot tell whether I lead: Consul loss has its rule
+            if cluster is None
+            else self.not_serving.held(leading_without_primary(node, cluster, self.dcs.session))
+        )
+        known_lsn = cluster.optime if cluster is not None else None
+        o = Observation(
             me=self.config.name,
             node=node,
             cluster=cluster,
@@ -173,29 +180,33 @@ class HA:
             nofailover=self.config.tags.nofailover,
             settings=settings,
             last_leader=self.last_leader,
-            last_leader_lsn=self.last_leader_lsn,
+            last_leader_lsn=known_lsn if known_lsn is not None else self.last_leader_lsn,
             peers=peers,
             now_wall=time.time(),
-            not_streaming_for=not_streaming_for,
+            not_streaming_for=self.not_streaming.held(not_streaming(node, cluster)),
+            not_serving_for=not_serving_for,
+            switchover_age=(
+                self.switchover_seen.age(cluster.switchover) if cluster is not None else 0.0
+            ),
         )
+        return replace(o, unsettled_for=self.unsettled.held(bool(unsettled(o))))
 
-    def _track_streaming(self, node: NodeView | None, cluster: Cluster | None) -> float:
-        """Seconds this replica has pointed at the leader without streaming from it."""
-        lm = cluster.leader_member if cluster else None
-        pointed = (
-            node is not None
-            and node.running
-            and node.role is Role.REPLICA
-            and not node.job
-            and lm is not None
-            and node.upstream == f"{lm.conn_host}:{lm.conn_port}"
-        )
-        if not pointed or (node is not None and node.streaming):
-            self.not_streaming_since = None
-            return 0.0
-        if self.not_streaming_since is None:
-            self.not_streaming_since = self.clock()
-        return self.clock() - self.not_streaming_since
+    def _refuse_a_live_twin(self) -> None:
+        """Before our first keepalive (which re-registers the TTL check by name and takes
+        sessions with our name as stale): is a live controller already using our name?
+
+        Raises FatalError when one answers; its session, lock and member key stay intact.
+        """
+        me = self.dcs.get_cluster().member(self.config.name)
+        if me is not None and me.session is not None:
+            found = self.identify(me.api_url)
+            if found is not None and found[0] == self.config.name and found[1] != self.instance:
+                raise FatalError(
+                    f"member name {self.config.name!r} is already in use by a live controller "
+                    f"at {me.api_url} (Consul session {me.session}): refusing to start; give "
+                    "every member a unique name (name / PGRAS_NAME)"
+                )
+        self._name_checked = True
 
     def _warn_once(self, message: str) -> None:
         if message != self._last_warning:
@@ -241,13 +252,14 @@ class HA:
             self.agent.clone(d.upstream)
             return d.reason
         if d.action is a.START_PRIMARY:
+            self._heartbeat()  # the agent starts a primary only under a lease it knows
             self.agent.start_primary()
             return d.reason
         if d.action in (a.START_REPLICA, a.FOLLOW):
             self.agent.start_replica(d.upstream)
             return d.reason
         if d.action is a.REWIND:
-            self.not_streaming_since = None
+            self.not_streaming.reset()
             self.agent.start_replica(d.upstream, rewind=True)
             return d.reason
         if d.action is a.ACQUIRE:
@@ -265,6 +277,7 @@ class HA:
             )
             return "won the leader race and promoted postgres"
         if d.action is a.PROMOTE:
+            self._heartbeat()
             self.agent.promote()
             self._after_promotion(o, "promote")
             return d.reason
@@ -282,17 +295,42 @@ class HA:
             if o.cluster is not None and o.cluster.initialize == PENDING_INIT:
                 self.dcs.delete("initialize")
             return d.reason
+        if d.action is a.CANCEL_SWITCHOVER:
+            self.dcs.delete("switchover")
+            return d.reason
+        if d.action is a.ABDICATE:
+            return self._abdicate(d)
         if d.action is a.DROP_STALE:
             self.dcs.destroy_stale_sessions()
             return d.reason
         if d.action is a.DEMOTE:
             self.lease_deadline = None
             self._heartbeat()
-            self.agent.stop("fast", d.reason)
+            self.demoting = True
+            try:
+                self.agent.stop("fast", d.reason)
+            finally:
+                self.demoting = False
             return d.reason + " (postgres stopped, client connections terminated)"
         if d.action is a.SWITCHOVER:
             return self._switchover(d, o)
         raise AssertionError(f"unhandled action {d.action}")
+
+    def _abdicate(self, d: Decision) -> str:
+        """Stop postgres (best effort) and free the lock: a leader that cannot serve."""
+        self.lease_deadline = None
+        self._heartbeat()  # no lease: the agent's fence stops a primary that comes up late
+        self.demoting = True
+        try:
+            self.agent.stop("fast", d.reason)
+            stopped = "postgres stopped"
+        except AgentError as exc:
+            stopped = f"agent did not confirm the stop ({exc}); its fence stops a leaseless primary"
+        finally:
+            self.demoting = False
+        self.dcs.release_leader()
+        self.not_serving.reset()
+        return f"{d.reason} ({stopped})"
 
     def _confirm_lease(self, o: Observation) -> None:
         # Acquired just now: Consul keeps it at least ttl past this cycle's keepalive (t0).
@@ -307,7 +345,11 @@ class HA:
         self.duties.housekeeping(o)
 
     def _switchover(self, d: Decision, o: Observation) -> str:
-        sentence, handed_over = self.duties.switchover(d, o)
+        self.demoting = True
+        try:
+            sentence, handed_over = self.duties.switchover(d, o)
+        finally:
+            self.demoting = False
         if handed_over:
             self.lease_deadline = None
             self._heartbeat()
@@ -329,7 +371,7 @@ class HA:
             )
         c = self.config
         return {
-            "api_url": f"http://{c.controller.host}:{c.controller.port}",
+            "api_url": f"{c.controller.scheme}://{c.controller.host}:{c.controller.port}",
             "conn_host": c.postgres.host,
             "conn_port": c.postgres.port,
             "role": role,
@@ -340,9 +382,18 @@ class HA:
             "tags": {"nofailover": c.tags.nofailover, "noloadbalance": c.tags.noloadbalance},
         }
 
+    def _publish_optime(self, lsn: int, cluster: Cluster | None) -> None:
+        """Publish the leader's WAL position: outlives our session, read by every race."""
+        if cluster is not None and cluster.optime == lsn:
+            return
+        try:
+            self.dcs.put(OPTIME_KEY, format_lsn(lsn))
+        except DCSError as exc:
+            log.warning("could not publish the leader position: %s", exc)
+
     def _heartbeat(self) -> None:
         try:
-            self.agent.heartbeat(self.lease_remaining())
+            self.agent.heartbeat(self.lease_remaining(), self.lease_deadline)
         except AgentError:
             pass
 
@@ -369,6 +420,8 @@ class HA:
             and o.cluster.leader.session == self.dcs.session
         )
         self.snapshot = Snapshot(o, d, primary_ok, time.time())
+        if primary_ok and o.node is not None and o.node.lsn is not None:
+            self._publish_optime(o.node.lsn, o.cluster)
         if o.cluster is not None:
             try:
                 self.dcs.touch_member(self.member_data(o))
@@ -380,6 +433,7 @@ class HA:
             else ("replica" if o.node and o.node.role is Role.REPLICA else "none")
         )
         self.publisher.publish(role)
+        report_cycle(self.publisher, d, o, sentence)  # events: promotion, fencing, ...
         # One sentence per cycle, as Patroni does: grep a line, land on its branch.
         log.info("%s (role=%s)", sentence, role)
         return o
@@ -390,6 +444,17 @@ class HA:
             t0 = self.clock()
             try:
                 o = self.cycle()
+            except FatalError as exc:
+                # Nothing of ours to clean up but our own session: shutdown() leaves the
+                # member key and the check (named like a live twin's) alone.
+                log.error("%s", exc)
+                self.refused = str(exc)
+                self.stop_event.set()
+                try:
+                    self.dcs.abandon()
+                except DCSError:
+                    pass
+                return
             except Exception:  # the one top-level handler: a bug must not stop the HA loop
                 log.exception("HA cycle failed unexpectedly; retrying in loop_wait")
                 self.stop_event.wait(self.config.ha.loop_wait)
@@ -422,10 +487,15 @@ class HA:
     def shutdown(self) -> None:
         """Clean stop: a leader stops postgres and releases the lock; everyone leaves."""
         self.stop_event.set()
+        if self.refused is not None:
+            return
         try:
             if self.snapshot.primary_ok:
                 self.lease_deadline = None
-                self.agent.stop("fast", "controller shutting down")
+                result = self.agent.stop("fast", "controller shutting down")
+                if result.get("checkpoint_lsn"):
+                    # Final position, so no stale member can win after a full restart.
+                    self.dcs.put(OPTIME_KEY, str(result["checkpoint_lsn"]))
                 self.dcs.release_leader()
             self.dcs.delete_member(self.config.name)
             self.dcs.close()

@@ -16,14 +16,13 @@ from typing import Any
 from postgres_ras.config import NodeConfig, slot_name
 from postgres_ras.controller import probe
 from postgres_ras.controller.agent_client import AgentClient
-from postgres_ras.controller.decide import PENDING_INIT
+from postgres_ras.controller.decide import PENDING_INIT, SWITCHOVER_TIMEOUT
 from postgres_ras.controller.state import Decision, Observation
-from postgres_ras.dcs.base import Switchover
-from postgres_ras.dcs.consul import ConsulDCS
+from postgres_ras.dcs.base import DCS, OPTIME_KEY, Switchover
 from postgres_ras.errors import AgentError, DCSError
 from postgres_ras.lsn import format_lsn, parse_lsn
 
-log = logging.getLogger("pgras.controller")
+log = logging.getLogger(__name__)
 
 SWITCHOVER_CATCHUP = 2.0
 
@@ -36,7 +35,7 @@ class LeaderDuties:
     def __init__(
         self,
         config: NodeConfig,
-        dcs: ConsulDCS,
+        dcs: DCS,
         agent: AgentClient,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -83,11 +82,12 @@ class LeaderDuties:
                         "retry_timeout": s.retry_timeout,
                         "maximum_lag_on_failover": s.maximum_lag_on_failover,
                         "synchronous_mode": s.synchronous_mode,
+                        "primary_start_timeout": s.primary_start_timeout,
                     }
                 ),
                 0,
             )
-        if cluster.switchover and cluster.switchover.stale(o.now_wall):
+        if cluster.switchover and o.switchover_age > SWITCHOVER_TIMEOUT:
             log.warning("dropping a stale switchover request from %s", cluster.switchover.source)
             self.dcs.delete("switchover")
         wanted = sorted(slot_name(m.name) for m in cluster.members if m.name != self.config.name)
@@ -133,6 +133,9 @@ class LeaderDuties:
                 f"switchover aborted: {d.target} did not receive the final WAL; staying primary",
                 False,
             )
-        # Name the target so that only it races for the lock we are about to free.
+        # The final position, so the lag check of every race counts the WAL only the
+        # target received; then name the target so that only it races for the lock.
+        if checkpoint is not None:
+            self.dcs.put(OPTIME_KEY, format_lsn(checkpoint))
         self.dcs.put("switchover", Switchover(self.config.name, d.target, time.time()).to_json())
         return f"handed the leader lock to {d.target} after it received all WAL (switchover)", True

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
+from postgres_ras.config import HASettings
 from postgres_ras.dcs.base import Cluster, Member
 from postgres_ras.lsn import parse_lsn
 
@@ -31,6 +35,8 @@ class Action(enum.Enum):
     TAKE_OVER = "take_over"  # move my previous incarnation's lock to my new session
     DROP_STALE = "drop_stale"  # invalidate my previous incarnation's session
     RELEASE = "release"  # give the lock up (and a pending initialize): I lead without data
+    CANCEL_SWITCHOVER = "cancel_switchover"  # its target is not a healthy streaming replica
+    ABDICATE = "abdicate"  # a leader that cannot serve: make sure postgres is stopped, release
     REWIND = "rewind"  # a replica that cannot stream from its leader: rewind or re-clone
     DEMOTE = "demote"
     SWITCHOVER = "switchover"
@@ -89,17 +95,61 @@ class PeerView:
     nofailover: bool = False
     streaming: bool = False
     running: bool = False
+    job: str | None = None  # a start, clone or rewind still running there
+    job_error: str | None = None  # its last job failed (e.g. postgres cannot start)
+    has_data: bool | None = None  # None: it did not say
+
+
+def _default(name: str) -> Any:
+    return HASettings.model_fields[name].default
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The HA policy in force this cycle (local config merged with Consul ``config``)."""
+    """The HA policy in force this cycle (local config merged with Consul ``config``).
 
-    ttl: float = 4.0
-    loop_wait: float = 1.0
-    retry_timeout: float = 3.0
-    maximum_lag_on_failover: int = 1048576
-    synchronous_mode: bool = False
+    Defaults and rules are HASettings' (config.py): one definition, for the file and
+    for the dynamic config alike.
+    """
+
+    ttl: float = _default("ttl")
+    loop_wait: float = _default("loop_wait")
+    retry_timeout: float = _default("retry_timeout")
+    maximum_lag_on_failover: int = _default("maximum_lag_on_failover")
+    synchronous_mode: bool = _default("synchronous_mode")
+    primary_start_timeout: float = _default("primary_start_timeout")
+
+    @classmethod
+    def merged(
+        cls, local: HASettings, fence_timeout: float, dynamic: Mapping[str, Any] | None
+    ) -> Settings:
+        """``local`` overridden by the keys of Consul ``config`` it knows, validated by the
+        same model as the file (strictly: JSON numbers, no strings or booleans for numbers),
+        plus the rule across sections: the agent's fence_timeout stays below ttl.
+
+        Raises ValueError with one line naming every problem.
+        """
+        known = {k: v for k, v in (dynamic or {}).items() if k in HASettings.model_fields}
+        try:
+            ha = HASettings.model_validate({**local.model_dump(), **known}, strict=True)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise ValueError(problems) from None
+        if fence_timeout >= ha.ttl:
+            raise ValueError(
+                f"ttl ({ha.ttl}) must stay above this node's agent.fence_timeout ({fence_timeout})"
+            )
+        return cls(
+            ha.ttl,
+            ha.loop_wait,
+            ha.retry_timeout,
+            ha.maximum_lag_on_failover,
+            ha.synchronous_mode,
+            ha.primary_start_timeout,
+        )
 
 
 @dataclass(frozen=True)
@@ -113,11 +163,22 @@ class Observation:
     nofailover: bool = False
     settings: Settings = field(default_factory=Settings)
     last_leader: str | None = None
+    # The last primary position known: ``optime/leader`` in Consul, else what this
+    # controller saw the leader publish. None: unknown (then nobody unsettled may be skipped).
     last_leader_lsn: int | None = None
     peers: tuple[PeerView, ...] = ()
+    # How long some member has been unsettled (starting, recovering, not answering)
+    # while this node wanted to race: waited for up to ``primary_start_timeout``.
+    unsettled_for: float = 0.0
     now_wall: float = 0.0
     # How long this running replica has pointed at the leader without streaming.
     not_streaming_for: float = 0.0
+    # How long this node has seen the pending switchover request, on its own clock: no
+    # decision compares wall clocks across nodes.
+    switchover_age: float = 0.0
+    # How long I have held the leader lock without a running primary (starting, failing
+    # to start, unknown state, agent unreachable); a promotion or bootstrap is progress.
+    not_serving_for: float = 0.0
 
 
 @dataclass(frozen=True)

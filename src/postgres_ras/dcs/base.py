@@ -108,6 +108,10 @@ class Cluster:
     switchover: Switchover | None = None
     sync: str | None = None
     history: tuple[dict[str, Any], ...] = ()
+    # The leader's WAL position as it last published it (``optime/leader``): outlives the
+    # leader's session, so after a full-cluster restart a stale replica still knows it is
+    # behind. Never deleted; a new leader overwrites it.
+    optime: int | None = None
     # Member keys that did not parse: shown to operators, never trusted.
     invalid_members: tuple[str, ...] = ()
     index: int = 0
@@ -124,12 +128,28 @@ class Cluster:
         return self.member(self.leader.name) if self.leader else None
 
 
+OPTIME_KEY = "optime/leader"
+
+
+def parse_optime(value: str) -> int | None:
+    """``optime/leader`` as written by the leader: an LSN ("0/3000060") or bytes; else None."""
+    value = value.strip()
+    try:
+        lsn = parse_lsn(value) if "/" in value else int(value)
+    except (ValueError, OverflowError):
+        return None
+    return lsn if 0 <= lsn < 2**64 else None
+
+
 class DCS(abc.ABC):
     """The controller's view of the store, bound to one cluster and one member."""
 
     def __init__(self, cluster: str, member: str) -> None:
         self.cluster_name = cluster
         self.member_name = member
+        # Sessions named like this member found at start: an earlier incarnation's (or,
+        # if a live controller uses our name, its own: the controller checks that first).
+        self.stale_sessions: set[str] = set()
 
     @property
     @abc.abstractmethod
@@ -190,6 +210,20 @@ class DCS(abc.ABC):
     @abc.abstractmethod
     def delete(self, key: str) -> None:
         """Delete ``key`` if present. Raises DCSError."""
+
+    @abc.abstractmethod
+    def take_over_leader(self, index: int) -> bool:
+        """Move the leader key (at modify ``index``) from a stale session of ours to the
+        current one in one transaction. False when it changed meanwhile. Raises DCSError."""
+
+    @abc.abstractmethod
+    def destroy_stale_sessions(self) -> None:
+        """Invalidate ``stale_sessions`` (their keys go with them). Raises DCSError."""
+
+    @abc.abstractmethod
+    def abandon(self) -> None:
+        """Destroy this process's own session only, leaving the member's check and keys
+        (a live twin with our name keeps its lock). Raises DCSError."""
 
     @abc.abstractmethod
     def close(self) -> None:

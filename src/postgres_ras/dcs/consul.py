@@ -25,7 +25,15 @@ from urllib.parse import urlsplit
 import consul
 import requests
 
-from postgres_ras.dcs.base import DCS, Cluster, Leader, Member, Switchover
+from postgres_ras.dcs.base import (
+    DCS,
+    OPTIME_KEY,
+    Cluster,
+    Leader,
+    Member,
+    Switchover,
+    parse_optime,
+)
 from postgres_ras.errors import DCSError
 
 log = logging.getLogger(__name__)
@@ -89,6 +97,8 @@ def parse_cluster(prefix: str, index: int, items: list[dict[str, Any]] | None) -
                 fields["config"] = None
         elif key == "switchover":
             fields["switchover"] = Switchover.from_json(value)
+        elif key == OPTIME_KEY:
+            fields["optime"] = parse_optime(value)
         elif key == "sync":
             fields["sync"] = value or None
         elif key == "history":
@@ -114,7 +124,6 @@ class ConsulDCS(DCS):
         self.session_name = f"pgras-{cluster}-{member}"
         self._session: str | None = None
         self._check_ttl: float | None = None
-        self.stale_sessions: set[str] = set()
         self._first = True
 
     @property
@@ -247,6 +256,14 @@ class ConsulDCS(DCS):
     def delete(self, key: str) -> None:
         with _translate(f"delete {key}"):
             self.client.kv.delete(self._key(key))
+
+    def abandon(self) -> None:
+        """Destroy this process's own session only: the check (shared by name with a live
+        twin) and the member key stay, so the twin keeps its lock."""
+        with _translate("destroy our session"):
+            if self._session:
+                self.client.session.destroy(self._session)
+                self._session = None
 
     def close(self) -> None:
         with _translate("close the session"):
