@@ -83,7 +83,8 @@ def test_full_file(tmp_path: Path) -> None:
     assert c.postgres.allow_networks == ["10.0.0.0/8"]
     assert c.agent.port == 8011 and c.agent.fence_timeout == 1.5
     assert c.controller.agent_url == "http://127.0.0.1:8011"
-    assert c.consul.url == "http://consul:8500" and c.consul.token is not None and c.consul.token.get_secret_value() == "abc"
+    assert c.consul.url == "http://consul:8500"
+    assert c.consul.token is not None and c.consul.token.get_secret_value() == "abc"
     assert (c.ha.ttl, c.ha.retry_timeout, c.ha.loop_wait) == (10, 5, 1)
     assert c.ha.maximum_lag_on_failover == 0 and c.ha.synchronous_mode is False
     assert c.tags.nofailover is True
@@ -148,7 +149,8 @@ def test_env_overrides_the_file(tmp_path: Path) -> None:
     assert c.tags.nofailover is False
     # Siblings of an overridden leaf keep their file values.
     assert c.postgres.host == "10.0.0.1" and c.postgres.superuser.username == "admin"
-    assert c.ha.retry_timeout == 5 and c.consul.token is not None and c.consul.token.get_secret_value() == "abc"
+    assert c.ha.retry_timeout == 5
+    assert c.consul.token is not None and c.consul.token.get_secret_value() == "abc"
 
 
 def test_env_two_levels_deep(tmp_path: Path) -> None:
