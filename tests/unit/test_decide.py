@@ -772,6 +772,15 @@ RACE_CASES = [
         ["n3 not settled yet", "last primary position is unknown"],
         id="unsettled-member-and-no-primary-position-no-bound",
     ),
+    C(
+        race(
+            cl=no_leader(switchover=switchover(ME, source="n3")),
+            peers=(peer("n3", role=Role.UNKNOWN, running=False, lsn=None),),
+            switchover_age=5.0,
+        ),
+        ["waiting for n3"],
+        id="stale-switchover-source-waited-for",
+    ),
 ]
 
 
@@ -791,6 +800,14 @@ RACING = [
     C(race(last_leader_lsn=None), id="no-last-leader-lsn-no-lag-check"),
     C(race(last_leader_lsn=LSN - 5), id="ahead-of-last-leader"),
     C(race(cl=no_leader(switchover=switchover(ME, source="n2"))), id="switchover-to-me"),
+    # The source that handed the lock to me is restarting as a replica: not waited for.
+    C(
+        race(
+            cl=no_leader(switchover=switchover(ME, source="n3")),
+            peers=(peer("n3", role=Role.UNKNOWN, running=False, lsn=None),),
+        ),
+        id="switchover-to-me-source-restarting",
+    ),
     C(race(cl=no_leader(switchover=switchover(None, source="n2"))), id="switchover-to-anyone"),
     C(
         race(cl=no_leader(switchover=switchover("n3", source="n2")), switchover_age=4.0),

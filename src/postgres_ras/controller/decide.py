@@ -66,10 +66,18 @@ def unsettled(o: Observation) -> list[str]:
     """
     if o.cluster is None:
         return []
+    sw = o.cluster.switchover
+    # A source that handed the lock to me published its final position first and
+    # restarts as a replica now: waiting for it would only lengthen the write outage.
+    handed_over_by = (
+        sw.source
+        if sw and sw.target == o.me and o.switchover_age < o.settings.ttl
+        else None
+    )
     names = []
     for peer in o.peers:
         m = o.cluster.member(peer.name)
-        if m is None or m.nofailover or peer.nofailover or peer.name == o.me:
+        if m is None or m.nofailover or peer.nofailover or peer.name in (o.me, handed_over_by):
             continue
         if peer.reachable and peer.has_data is False:
             continue  # no WAL at all: nothing to lose by racing without it
