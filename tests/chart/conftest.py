@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.helpers import helm_binary
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "postgres-ras"
 CI_VALUES = sorted(CHART.glob("ci/*-values.yaml"))
@@ -75,21 +77,7 @@ class Helm:
 
 @pytest.fixture(scope="session")
 def helm() -> Helm:
-    proc = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "helm.sh")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    path = proc.stdout.strip()
-    if proc.returncode != 0 or not path:
-        pytest.fail(
-            "the chart tests need helm and scripts/helm.sh could not provide one:\n"
-            f"{proc.stderr.strip()}",
-            pytrace=False,
-        )
-    return Helm(path)
+    return Helm(helm_binary("the chart tests"))
 
 
 @pytest.fixture(scope="session")

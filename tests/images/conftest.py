@@ -41,6 +41,7 @@ import pytest
 
 from postgres_ras.local.haproxy import render_haproxy_cfg
 from postgres_ras.local.layout import Layout, NodePorts
+from tests.helpers import helm_binary
 from tests.images import k8s_pod
 from tests.images.pods import (
     BASE_IMAGE,
@@ -130,19 +131,6 @@ def consul_binary() -> str:
     return os.path.realpath(path)
 
 
-def helm_binary() -> str:
-    proc = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "helm.sh")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    if proc.returncode != 0 or not proc.stdout.strip():
-        pytest.fail(f"scripts/helm.sh found no helm: {proc.stderr.strip()[-500:]}")
-    return proc.stdout.strip()
-
-
 def create_network(c: DockerCluster) -> None:
     """The run's network on a subnet of its own (chosen at random until one is free)."""
     last = ""
@@ -167,7 +155,7 @@ def docker_engine() -> None:
 def chart_manifests(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     """``helm template`` of the chart with this tier's values."""
     return k8s_pod.helm_template(
-        helm_binary(),
+        helm_binary("the images tests"),
         CHART,
         RELEASE,
         NAMESPACE,
