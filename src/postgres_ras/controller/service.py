@@ -46,6 +46,7 @@ def run(config: NodeConfig) -> int:
         config.name,
         config.consul.url,
         config.consul.token.get_secret_value() if config.consul.token else None,
+        ca_file=str(config.consul.ca_file) if config.consul.ca_file else None,
     )
     publisher = make_publisher(config)
     token = config.agent.auth_token.get_secret_value() if config.agent.auth_token else None

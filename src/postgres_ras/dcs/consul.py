@@ -55,7 +55,10 @@ def cluster_prefix(cluster: str) -> str:
     return f"{PREFIX}/{cluster}/"
 
 
-def client(url: str, token: str | None = None, timeout: float = 1.5) -> consul.Consul:
+def client(
+    url: str, token: str | None = None, timeout: float = 1.5, ca_file: str | None = None
+) -> consul.Consul:
+    """A py-consul client; ``ca_file`` verifies an https:// Consul against that CA bundle."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise DCSError(f"bad Consul URL {url!r}: expected http(s)://host:port")
@@ -64,6 +67,7 @@ def client(url: str, token: str | None = None, timeout: float = 1.5) -> consul.C
         port=parts.port or (443 if parts.scheme == "https" else 8500),
         scheme=parts.scheme,
         token=token,
+        verify=ca_file if ca_file else True,
         connections_timeout=timeout,
     )
 
@@ -101,6 +105,7 @@ def parse_cluster(prefix: str, index: int, items: list[dict[str, Any]] | None) -
             fields["optime"] = parse_optime(value)
         elif key == "sync":
             fields["sync"] = value or None
+            fields["sync_index"] = int(item.get("ModifyIndex") or 0)
         elif key == "history":
             try:
                 loaded = json.loads(value)
@@ -115,11 +120,17 @@ def parse_cluster(prefix: str, index: int, items: list[dict[str, Any]] | None) -
 
 class ConsulDCS(DCS):
     def __init__(
-        self, cluster: str, member: str, url: str, token: str | None = None, timeout: float = 1.5
+        self,
+        cluster: str,
+        member: str,
+        url: str,
+        token: str | None = None,
+        timeout: float = 1.5,
+        ca_file: str | None = None,
     ) -> None:
         super().__init__(cluster, member)
         self.prefix = cluster_prefix(cluster)
-        self.client = client(url, token, timeout)
+        self.client = client(url, token, timeout, ca_file)
         self.check_id = f"pgras-{cluster}-{member}"
         self.session_name = f"pgras-{cluster}-{member}"
         self._session: str | None = None
