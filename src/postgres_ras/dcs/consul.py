@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import consul
 import requests
+from consul.exceptions import ClientError
 
 from postgres_ras.dcs.base import (
     DCS,
@@ -49,6 +50,12 @@ def _translate(what: str) -> Iterator[None]:
         raise DCSError(f"Consul refused to {what}: {exc}") from None
     except (requests.RequestException, OSError) as exc:
         raise DCSError(f"Consul unreachable while trying to {what}: {type(exc).__name__}") from None
+
+
+def http_status(exc: consul.ConsulException) -> int | None:
+    """The HTTP status py-consul put first in its exception message ("409 ..."), if any."""
+    head = str(exc).split(" ", 1)[0]
+    return int(head) if head.isdigit() else None
 
 
 def cluster_prefix(cluster: str) -> str:
@@ -220,13 +227,13 @@ class ConsulDCS(DCS):
                 }
             },
         ]
-        try:
-            with _translate("take over the leader key"):
+        with _translate("take over the leader key"):
+            try:
                 self.client.txn.put(ops)
-        except DCSError as exc:
-            if "refused" in str(exc):
-                return False
-            raise
+            except ClientError as exc:
+                if http_status(exc) == 409:
+                    return False  # rolled back: the key moved on, we lost the race
+                raise
         return True
 
     def destroy_stale_sessions(self) -> None:
