@@ -146,11 +146,18 @@ def check_config(path: str) -> None:
     show_default=True,
     help="Seconds to wait for a healthy cluster (0: do not wait).",
 )
+@click.option(
+    "--synchronous",
+    is_flag=True,
+    help="Turn synchronous_mode on in the dynamic config (no acknowledged write lost).",
+)
 @click.pass_context
-def up(ctx: click.Context, nodes: int | None, no_access: bool, timeout: float) -> None:
+def up(
+    ctx: click.Context, nodes: int | None, no_access: bool, timeout: float, synchronous: bool
+) -> None:
     """Start the local cluster (or whatever part of it is not running)."""
     cluster = _local(ctx)
-    cluster.up(nodes=nodes, access=not no_access, wait=timeout)
+    cluster.up(nodes=nodes, access=not no_access, wait=timeout, synchronous=synchronous)
     _print_members(cluster, as_json=False)
 
 
@@ -178,7 +185,7 @@ def list_(ctx: click.Context, as_json: bool) -> None:
 TABLE_COLUMNS = (
     ("Member", 8),
     ("Host", 16),
-    ("Role", 8),
+    ("Role", 12),
     ("State", 14),
     ("TL", 3),
     ("Lag (bytes)", 11),
@@ -209,7 +216,9 @@ def _print_members(cluster: Any, as_json: bool) -> None:
                 [
                     r.name,
                     f"{r.host}:{r.port}",
-                    "Leader" if r.leader else r.role.capitalize(),
+                    "Leader"
+                    if r.leader
+                    else ("Sync Standby" if r.sync_standby else r.role.capitalize()),
                     "streaming" if r.streaming else r.state,
                     "" if r.timeline is None else str(r.timeline),
                     "" if r.lag is None else str(r.lag),

@@ -143,17 +143,12 @@ class HASettings(_Model):
     # start, unknown state, agent unreachable) stops it and releases the lock.
     primary_start_timeout: float = Field(default=20.0, gt=0, le=3600)
     maximum_lag_on_failover: int = Field(default=1048576, ge=0)
+    # Only the members named in the Consul ``sync`` key may be promoted; the leader
+    # keeps synchronous_standby_names = FIRST n (those members).
     synchronous_mode: bool = False
-
-    @field_validator("synchronous_mode")
-    @classmethod
-    def _sync_not_yet(cls, value: bool) -> bool:
-        if value:
-            raise ValueError(
-                "synchronous_mode is not available in this release (it would block every "
-                "failover): set it to false"
-            )
-        return value
+    synchronous_node_count: int = Field(default=1, ge=1, le=10)
+    # With no synchronous standby left: block writes (true) rather than run async.
+    synchronous_mode_strict: bool = False
 
     @model_validator(mode="after")
     def _timing(self) -> HASettings:

@@ -51,8 +51,8 @@ def test_verify_async_faults_keep_the_promises(chaos_cluster: LocalCluster) -> N
 
 
 def test_verify_synchronous_sets_the_mode_or_says_why_not(chaos_cluster: LocalCluster) -> None:
-    """Until the controller manages synchronous standbys it refuses the setting: verify
-    must say so (exit 3) and leave the config key as it found it."""
+    """verify turns synchronous mode on and every promise holds (0 lost writes); a
+    cluster that refuses the setting is reported (exit 3) with the config key restored."""
     prefix = "pgras/pgras/"
     kv = client(chaos_cluster.layout.consul_url).kv
     before = kv.get(prefix + "config")[1]

@@ -53,3 +53,31 @@ def test_bad_leases_are_refused_and_never_reach_the_agent(client_and_agent: Any,
     assert resp.status_code == 400
     assert "error" in resp.get_json()
     assert agent.leases == []
+
+
+class SyncPostgres:
+    def __init__(self) -> None:
+        self.set: list[str] = []
+
+    def set_sync(self, names: str) -> None:
+        self.set.append(names)
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"synchronous_standby_names": 'FIRST 1 ("node2")'}, 200),
+        ({"synchronous_standby_names": ""}, 200),
+        ({"synchronous_standby_names": 1}, 400),
+        ({"synchronous_standby_names": "a'\nfsync = off"}, 400),
+        ({}, 400),
+    ],
+)
+def test_sync_endpoint_validates_its_input(
+    client_and_agent: Any, body: dict[str, Any], status: int
+) -> None:
+    client, agent = client_and_agent
+    agent.pg = SyncPostgres()
+    resp = client.post("/sync", json=body)
+    assert resp.status_code == status, resp.get_json()
+    assert agent.pg.set == ([body["synchronous_standby_names"]] if status == 200 else [])

@@ -445,8 +445,19 @@ def test_dump_round_trips_and_masks_secrets(tmp_path: Path) -> None:
     assert isinstance(again, NodeConfig)
 
 
-def test_synchronous_mode_is_refused_until_it_is_implemented() -> None:
-    env = {"PGRAS_NAME": "n", "PGRAS_DATA_DIR": "/d", "PGRAS_HA__SYNCHRONOUS_MODE": "true"}
-    message = error_of(None, env)
-    assert "synchronous_mode is not available" in message
-    assert "PGRAS_HA__SYNCHRONOUS_MODE" in message
+def test_synchronous_mode_is_accepted_with_count_and_strict() -> None:
+    env = {
+        "PGRAS_NAME": "n",
+        "PGRAS_DATA_DIR": "/d",
+        "PGRAS_HA__SYNCHRONOUS_MODE": "true",
+        "PGRAS_HA__SYNCHRONOUS_NODE_COUNT": "2",
+        "PGRAS_HA__SYNCHRONOUS_MODE_STRICT": "true",
+    }
+    c = load(None, env)
+    assert (c.ha.synchronous_mode, c.ha.synchronous_node_count) == (True, 2)
+    assert c.ha.synchronous_mode_strict is True
+
+
+def test_synchronous_node_count_must_be_positive() -> None:
+    env = {"PGRAS_NAME": "n", "PGRAS_DATA_DIR": "/d", "PGRAS_HA__SYNCHRONOUS_NODE_COUNT": "0"}
+    assert "synchronous_node_count" in error_of(None, env)

@@ -280,3 +280,24 @@ def test_controller_settings_refuse_bad_networks_and_half_a_tls_pair() -> None:
     assert TOKEN not in repr(c) and c.controller.scheme == "http"
     both = {"PGRAS_CONTROLLER__TLS_CERT": "/c", "PGRAS_CONTROLLER__TLS_KEY": "/k"}
     assert load(None, {**env, **both}).controller.scheme == "https"
+
+
+@pytest.mark.parametrize(
+    ("sync", "mode", "expected"),
+    [("node2", True, 1.0), ("node3", True, 0.0), ("node2", False, 0.0), (None, True, 0.0)],
+)
+def test_sync_standby_in_metrics_and_cluster(sync: str | None, mode: bool, expected: float) -> None:
+    from dataclasses import replace
+
+    ha = FakeHA(config())
+    c = replace(cluster(), sync=sync)
+    ha.snapshot = snap(
+        node(Role.REPLICA, streaming=True), c, settings=Settings(synchronous_mode=mode)
+    )
+    text = client(ha).get("/metrics").get_data(as_text=True)
+    line = next(x for x in text.splitlines() if x.startswith("pgras_sync_standby{"))
+    assert float(line.rsplit(" ", 1)[1]) == expected
+    body = client(ha).get("/cluster").get_json()
+    assert body["synchronous_mode"] is mode and body["sync"] == ([sync] if sync else [])
+    flags = {m["name"]: m["sync_standby"] for m in body["members"]}
+    assert flags["node2"] is (expected == 1.0)

@@ -663,8 +663,37 @@ RACE_CASES = [
     ),
     C(
         race(cl=no_leader(sync=None), settings=Settings(synchronous_mode=True)),
-        ["synchronous mode", "(None)"],
+        ["synchronous mode", "(none confirmed)"],
         id="sync-mode-no-standby-known",
+    ),
+    C(
+        race(cl=no_leader(sync=""), settings=Settings(synchronous_mode=True)),
+        ["synchronous mode", "(none confirmed)"],
+        id="sync-mode-key-cleared-async-leader",
+    ),
+    C(
+        race(cl=no_leader(sync="n3,n4"), settings=Settings(synchronous_mode=True)),
+        ["synchronous mode", "(n3, n4)"],
+        id="sync-mode-two-standbys-not-me",
+    ),
+    C(
+        race(
+            cl=no_leader(sync=f"n3,{ME}"),
+            settings=Settings(synchronous_mode=True, synchronous_node_count=2),
+            peers=(peer("n3", lsn=LSN + 99),),
+        ),
+        ["n3 is more advanced"],
+        id="sync-mode-more-advanced-sync-peer-wins",
+    ),
+    C(
+        race(
+            cl=no_leader(sync=ME),
+            settings=Settings(synchronous_mode=True),
+            node=replica(timeline=1),
+            peers=(peer("n3", timeline=2),),
+        ),
+        ["newer timeline"],
+        id="sync-mode-newer-timeline-async-peer-still-stops-me",
     ),
     C(
         race(peers=(peer("n2", primary_ok=True, role=Role.PRIMARY),)),
@@ -817,7 +846,22 @@ RACING = [
         race(cl=no_leader(sync=ME), settings=Settings(synchronous_mode=True)),
         id="sync-mode-i-am-the-standby",
     ),
+    C(
+        race(
+            cl=no_leader(sync=f"n3,{ME}"),
+            settings=Settings(synchronous_mode=True, synchronous_node_count=2),
+        ),
+        id="sync-mode-one-of-two-standbys",
+    ),
     C(race(cl=no_leader(sync="n3")), id="sync-key-ignored-outside-sync-mode"),
+    C(
+        race(
+            cl=no_leader(sync=ME),
+            settings=Settings(synchronous_mode=True),
+            peers=(peer("n3", lsn=LSN + 99),),
+        ),
+        id="sync-mode-more-advanced-async-peer-ignored",
+    ),
     C(race(peers=(peer("n3"),)), id="equal-peer-both-race"),
     C(race(peers=(peer("n3", lsn=LSN - 1),)), id="less-advanced-peer"),
     C(
@@ -970,6 +1014,28 @@ def test_switchover_target(
     wanted: str | None, peers: tuple[PeerView, ...], expected: str | None
 ) -> None:
     o = obs(primary(), i_lead(switchover=switchover(wanted)), peers=peers)
+    assert switchover_target(o) == expected
+
+
+@pytest.mark.parametrize(
+    ("wanted", "sync", "expected"),
+    [
+        C(None, "n3", "n3", id="sync-standby-even-if-behind"),
+        C("n4", "n3", None, id="named-async-standby-refused"),
+        C("n3", "n3,n4", "n3", id="named-one-of-two"),
+        C(None, None, None, id="no-sync-standby-no-switchover"),
+    ],
+)
+def test_switchover_target_in_synchronous_mode(
+    wanted: str | None, sync: str | None, expected: str | None
+) -> None:
+    """Only a member named in the sync key holds every acknowledged commit."""
+    o = obs(
+        primary(),
+        i_lead(switchover=switchover(wanted), sync=sync),
+        peers=(peer("n3"), peer("n4", lsn=LSN + 99)),
+        settings=Settings(synchronous_mode=True),
+    )
     assert switchover_target(o) == expected
 
 

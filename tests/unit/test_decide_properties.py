@@ -137,7 +137,8 @@ def clusters(leader: st.SearchStrategy[Leader | None] | None = None) -> st.Searc
         leader=st.one_of(st.none(), leaders) if leader is None else leader,
         members=member_lists,
         switchover=st.one_of(st.none(), switchovers),
-        sync=maybe_name,
+        # None, one name, or several (synchronous_node_count > 1), "" when cleared.
+        sync=st.one_of(maybe_name, st.lists(maybe_name.filter(bool), max_size=3).map(",".join)),
         read_at=st.just(NOW),
     )
 
@@ -288,7 +289,7 @@ def test_race_only_when_every_condition_holds(o: Observation) -> None:
         assert o.last_leader_lsn - node.lsn <= o.settings.maximum_lag_on_failover
     assert not any(p.primary_ok for p in o.peers)
     if o.settings.synchronous_mode:
-        assert cluster.sync == o.me
+        assert o.me in cluster.sync_names
     sw = cluster.switchover
     if sw and sw.target and o.switchover_age < o.settings.ttl:
         assert sw.target == o.me
@@ -444,6 +445,8 @@ SPOILERS: dict[str, Callable[[Observation], Observation]] = {
     ),
     "sync-mode-other-standby": _sync_not_me("n2"),
     "sync-mode-no-standby": _sync_not_me(None),
+    "sync-mode-key-cleared": _sync_not_me(""),
+    "sync-mode-two-others": _sync_not_me("n2,n3"),
     "switchover-to-other": lambda o: dataclasses.replace(
         o,
         cluster=dataclasses.replace(o.cluster, switchover=Switchover("n2", "n3", NOW - 1)),  # type: ignore[arg-type]

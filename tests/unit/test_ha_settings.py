@@ -33,7 +33,8 @@ FENCE = 2.0
         ({"maximum_lag_on_failover": -1}, "maximum_lag_on_failover"),
         ({"maximum_lag_on_failover": 1.5}, "maximum_lag_on_failover"),
         ({"primary_start_timeout": 0}, "primary_start_timeout"),
-        ({"synchronous_mode": True}, "synchronous_mode is not available"),
+        ({"synchronous_mode": "on"}, "synchronous_mode: Input should be a valid boolean"),
+        ({"synchronous_node_count": 0}, "synchronous_node_count"),
     ],
 )
 def test_bad_dynamic_config_is_refused_with_the_reason(dynamic: dict[str, Any], words: str) -> None:

@@ -136,6 +136,23 @@ def test_parse_cluster_everything() -> None:
     assert c.member("broken") is None
 
 
+@pytest.mark.parametrize(
+    ("value", "names"),
+    [
+        (b"n2", ("n2",)),
+        (b"n2,n3", ("n2", "n3")),
+        (b"", ()),
+        (None, ()),
+        (b" n2 , ,n3", ("n2", "n3")),
+    ],
+)
+def test_parse_cluster_sync_key(value: bytes | None, names: tuple[str, ...]) -> None:
+    """The sync key: names and its modify index (writers check-and-set against it)."""
+    c = parse_cluster(PREFIX, 5, [{"Key": PREFIX + "sync", "Value": value, "ModifyIndex": 42}])
+    assert (c.sync_names, c.sync_index) == (names, 42)
+    assert parse_cluster(PREFIX, 5, []).sync_index == 0
+
+
 def test_parse_cluster_empty() -> None:
     for items in (None, []):
         c = parse_cluster(PREFIX, 0, items)

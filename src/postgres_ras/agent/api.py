@@ -158,6 +158,18 @@ def create_app(agent: Agent, token: str | None = None) -> Flask:
             raise BadRequest("field 'names' must be a list of slot names")
         return jsonify(agent.pg.ensure_slots(names))
 
+    @app.get("/sync")
+    def replication() -> Any:
+        return jsonify(agent.pg.replication())
+
+    @app.post("/sync")
+    def set_sync() -> Any:
+        names = _body().get("synchronous_standby_names")
+        if not isinstance(names, str) or "\n" in names or len(names) > 4096:
+            raise BadRequest("field 'synchronous_standby_names' must be a one-line string")
+        agent.pg.set_sync(names)
+        return jsonify(ok=True)
+
     @app.post("/terminate-clients")
     def terminate() -> Any:
         return jsonify(terminated=agent.pg.terminate_clients())

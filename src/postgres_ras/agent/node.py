@@ -188,7 +188,8 @@ class Agent:
             if control is not None and not control.was_primary:
                 # Standby data (a promotion cut short): starting it without standby.signal
                 # would continue the OLD timeline and defeat pg_rewind later. Promote it.
-                self.pg.write_config(None, standby=True)
+                # Keeps synchronous_standby_names: set by the controller before promoting.
+                self.pg.write_config(None, standby=True, clear_sync=False)
                 self._start(primary=True)
                 self._promote()
                 return

@@ -26,7 +26,13 @@ from psycopg import sql
 
 from postgres_ras.agent import queries
 from postgres_ras.agent.controldata import ControlData, parse_controldata
-from postgres_ras.agent.pgconf import Upstream, conninfo, render_pg_hba, render_pgras_conf
+from postgres_ras.agent.pgconf import (
+    Upstream,
+    conninfo,
+    quote,
+    render_pg_hba,
+    render_pgras_conf,
+)
 from postgres_ras.config import NodeConfig
 from postgres_ras.errors import PostgresError
 
@@ -34,6 +40,12 @@ log = logging.getLogger(__name__)
 
 STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
 INCLUDE_LINE = "include_if_exists = 'pgras.conf'"
+# synchronous_standby_names lives in its own file, set only by the controller (through
+# the agent API) on a primary and cleared when the node starts as a replica: it survives
+# a restart of the primary (so a restarted primary keeps its promise) and never carries a
+# former primary's standbys into a promotion.
+SYNC_FILE = "pgras.sync.conf"
+SYNC_INCLUDE_LINE = f"include_if_exists = '{SYNC_FILE}'"
 
 
 def find_bin_dir(configured: Path | None) -> Path:
@@ -203,16 +215,20 @@ class Postgres:
         port = re.search(r"^primary_conninfo = .*port=''([0-9]+)''", text, re.M)
         return f"{host.group(1)}:{port.group(1)}" if host and port else None
 
-    def write_config(self, upstream: Upstream | None, standby: bool) -> None:
+    def write_config(
+        self, upstream: Upstream | None, standby: bool, clear_sync: bool = True
+    ) -> None:
         self.configured_upstream = f"{upstream.host}:{upstream.port}" if upstream else None
         self._write(self.data_dir / "pgras.conf", render_pgras_conf(self.config, upstream))
         self._write(self.data_dir / "pg_hba.conf", render_pg_hba(self.config))
         main_conf = self.data_dir / "postgresql.conf"
         text = main_conf.read_text() if main_conf.exists() else ""
-        if INCLUDE_LINE not in text:
-            self._write(main_conf, text + "\n" + INCLUDE_LINE + "\n")
+        missing = [line for line in (INCLUDE_LINE, SYNC_INCLUDE_LINE) if line not in text]
+        if missing:
+            self._write(main_conf, text + "\n" + "\n".join(missing) + "\n")
         signal_file = self.data_dir / "standby.signal"
-        if standby:
+        if standby and clear_sync:
+            self._write_sync("")
             self._write(signal_file, "")
         else:
             signal_file.unlink(missing_ok=True)
@@ -414,6 +430,34 @@ class Postgres:
         pid = self.postmaster_pid()
         if pid is not None:
             os.kill(pid, signal.SIGHUP)
+
+    # --- synchronous replication -----------------------------------------------
+    def _write_sync(self, names: str) -> None:
+        self._write(
+            self.data_dir / SYNC_FILE,
+            "# Written by the pgras agent for its controller; changes are overwritten.\n"
+            f"synchronous_standby_names = {quote(names)}\n",
+        )
+
+    def configured_sync(self) -> str:
+        """synchronous_standby_names as written in our file ('' when absent)."""
+        try:
+            text = (self.data_dir / SYNC_FILE).read_text()
+        except OSError:
+            return ""
+        found = re.search(r"^synchronous_standby_names = '((?:[^']|'')*)'", text, re.M)
+        return found.group(1).replace("''", "'") if found else ""
+
+    def set_sync(self, names: str) -> None:
+        """Write synchronous_standby_names and reload (no restart: no write outage)."""
+        self._write_sync(names)
+        self.reload()
+
+    def replication(self) -> dict[str, Any]:
+        with self.connect(timeout=2) as conn:
+            state = queries.replication(conn)
+        state["configured"] = self.configured_sync()
+        return state
 
     # --- SQL-level actions -----------------------------------------------------
     def promote(self, timeout: int = 30) -> None:

@@ -89,3 +89,25 @@ def query_state(conn: psycopg.Connection[Any]) -> dict[str, Any]:
         "streaming": streaming,
         "sender": f"{wr[2]}:{wr[3]}" if wr and wr[2] else None,
     }
+
+
+def replication(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    """A primary's synchronous replication: the active synchronous_standby_names, its
+    current WAL position and every walsender's standby (application_name, state,
+    sync_state, flush position)."""
+    row = conn.execute(
+        "SELECT current_setting('synchronous_standby_names'), pg_is_in_recovery(), "
+        "CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END"
+    ).fetchone()
+    assert row is not None
+    rows = conn.execute(
+        "SELECT application_name, state, sync_state, flush_lsn::text FROM pg_stat_replication"
+    ).fetchall()
+    return {
+        "active": row[0],
+        "in_recovery": bool(row[1]),
+        "lsn": row[2],
+        "standbys": [
+            {"name": r[0], "state": r[1], "sync_state": r[2], "flush_lsn": r[3]} for r in rows
+        ],
+    }

@@ -75,6 +75,14 @@ class AgentClient:
     def ensure_slots(self, names: list[str]) -> dict[str, Any]:
         return self._call("POST", "/slots", {"names": names})
 
+    def replication(self) -> dict[str, Any]:
+        """The primary's synchronous replication state (GET /sync)."""
+        return self._call("GET", "/sync")
+
+    def set_sync(self, names: str) -> None:
+        """Set synchronous_standby_names on this node and reload postgres."""
+        self._call("POST", "/sync", {"synchronous_standby_names": names})
+
 
 def _up(member: Member) -> dict[str, Any]:
     return {"host": member.conn_host, "port": member.conn_port}

@@ -216,7 +216,7 @@ def create_app(ha: HA) -> Flask:
     def cluster() -> Any:
         o = ha.snapshot.observation
         c = o.cluster if o else None
-        if c is None:
+        if o is None or c is None:
             return jsonify(error="Consul unreachable: no cluster view"), 503
         return jsonify(
             cluster=ha.config.cluster,
@@ -233,10 +233,13 @@ def create_app(ha: HA) -> Flask:
                     "timeline": m.timeline,
                     "lsn": format_lsn(m.lsn) if m.lsn is not None else None,
                     "leader": bool(c.leader and c.leader.name == m.name),
+                    "sync_standby": o.settings.synchronous_mode and m.name in c.sync_names,
                 }
                 for m in c.members
             ],
             invalid_members=list(c.invalid_members),
+            synchronous_mode=o.settings.synchronous_mode,
+            sync=list(c.sync_names),
             switchover=(
                 {"from": c.switchover.source, "to": c.switchover.target} if c.switchover else None
             ),

@@ -70,9 +70,7 @@ def unsettled(o: Observation) -> list[str]:
     # A source that handed the lock to me published its final position first and
     # restarts as a replica now: waiting for it would only lengthen the write outage.
     handed_over_by = (
-        sw.source
-        if sw and sw.target == o.me and o.switchover_age < o.settings.ttl
-        else None
+        sw.source if sw and sw.target == o.me and o.switchover_age < o.settings.ttl else None
     )
     names = []
     for peer in o.peers:
@@ -112,8 +110,9 @@ def why_not_race(o: Observation) -> str | None:
         # The lock was handed to the target: it takes it within a cycle. If it died
         # meanwhile, everybody races after one ttl.
         return f"a switchover to {sw.target} is in progress"
-    if o.settings.synchronous_mode and cluster.sync != o.me:
-        return f"synchronous mode: only the synchronous standby ({cluster.sync}) may be promoted"
+    if o.settings.synchronous_mode and o.me not in cluster.sync_names:
+        named = ", ".join(cluster.sync_names) or "none confirmed"
+        return f"synchronous mode: only a synchronous standby ({named}) may be promoted"
     for peer in o.peers:
         if peer.primary_ok:
             return f"{peer.name} still answers as a healthy primary"
@@ -146,6 +145,10 @@ def why_not_race(o: Observation) -> str | None:
             continue
         if node.timeline and peer.timeline and peer.timeline > node.timeline:
             return f"{peer.name} is on a newer timeline ({peer.timeline} > {node.timeline})"
+        if o.settings.synchronous_mode and peer.name not in cluster.sync_names:
+            # Every acknowledged commit is on me; its extra WAL was never acknowledged
+            # (it is rewound), and it may not race: waiting for it would leave no leader.
+            continue
         if (peer.lsn or 0) > node.lsn:
             return f"{peer.name} is more advanced ({peer.lsn} > {node.lsn})"
     return None
@@ -330,6 +333,8 @@ def switchover_target(o: Observation) -> str | None:
         and p.streaming
         and not p.nofailover
         and (wanted is None or p.name == wanted)
+        # Synchronous mode: only a member that holds every acknowledged commit.
+        and (not o.settings.synchronous_mode or p.name in o.cluster.sync_names)
     ]
     if not peers:
         return None

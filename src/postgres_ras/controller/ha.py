@@ -34,6 +34,7 @@ from postgres_ras.controller.state import (
     Role,
     Settings,
 )
+from postgres_ras.controller.sync import SyncKeeper, is_sync_standby
 from postgres_ras.controller.timers import (
     FirstSeen,
     Stopwatch,
@@ -81,6 +82,7 @@ class HA:
         self.last_leader_lsn: int | None = None
         self.snapshot = Snapshot()
         self.duties = LeaderDuties(config, dcs, agent, clock)
+        self.sync = SyncKeeper(config.name, dcs, agent)
         self.stop_event = threading.Event()
         self._last_warning = ""
         self.not_streaming = Stopwatch(clock)
@@ -234,6 +236,8 @@ class HA:
         if d.action in (a.WAIT, a.HOLD):
             if d.action is a.HOLD and o.node and o.node.role is Role.PRIMARY:
                 self.duties.housekeeping(o)
+                changed = self.sync.reconcile(o)
+                return f"{d.reason}; {changed}" if changed else d.reason
             return d.reason
         if d.action is a.BOOTSTRAP:
             if o.cluster is not None and o.cluster.initialize == PENDING_INIT:
@@ -271,6 +275,10 @@ class HA:
             if not self.dcs.acquire_leader():
                 return "lost the leader race"
             self._confirm_lease(o)
+            if not self.sync.before_promotion(o):
+                return (
+                    "won the leader race, not promoting: the sync key changed or does not name me"
+                )
             self.agent.promote()
             self._after_promotion(
                 o, "failover" if not o.cluster or not o.cluster.switchover else "switchover"
@@ -278,6 +286,8 @@ class HA:
             return "won the leader race and promoted postgres"
         if d.action is a.PROMOTE:
             self._heartbeat()
+            if not self.sync.before_promotion(o):
+                return "not promoting: the sync key changed meanwhile or does not name me"
             self.agent.promote()
             self._after_promotion(o, "promote")
             return d.reason
@@ -379,6 +389,7 @@ class HA:
             "timeline": node.timeline if node else None,
             "lsn": format_lsn(node.lsn) if node and node.lsn is not None else None,
             "streaming": bool(node and node.streaming),
+            "sync_standby": is_sync_standby(o),
             "tags": {"nofailover": c.tags.nofailover, "noloadbalance": c.tags.noloadbalance},
         }
 

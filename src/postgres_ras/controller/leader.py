@@ -82,6 +82,8 @@ class LeaderDuties:
                         "retry_timeout": s.retry_timeout,
                         "maximum_lag_on_failover": s.maximum_lag_on_failover,
                         "synchronous_mode": s.synchronous_mode,
+                        "synchronous_node_count": s.synchronous_node_count,
+                        "synchronous_mode_strict": s.synchronous_mode_strict,
                         "primary_start_timeout": s.primary_start_timeout,
                     }
                 ),

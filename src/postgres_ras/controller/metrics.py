@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from postgres_ras.controller.state import Role
+from postgres_ras.controller.sync import is_sync_standby
 
 if TYPE_CHECKING:
     from postgres_ras.controller.ha import HA
@@ -32,6 +33,11 @@ def render(ha: HA, lag: int | None) -> bytes:
         "pgras_replica",
         "1 if this node runs as a replica",
         int(bool(node and node.running and node.role is Role.REPLICA)),
+    )
+    gauge(
+        "pgras_sync_standby",
+        "1 if this node is a synchronous standby (named in the sync key)",
+        int(bool(o and is_sync_standby(o))),
     )
     gauge("pgras_postgres_running", "1 if postgres runs", int(bool(node and node.running)))
     gauge(

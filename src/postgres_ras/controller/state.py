@@ -117,6 +117,8 @@ class Settings:
     retry_timeout: float = _default("retry_timeout")
     maximum_lag_on_failover: int = _default("maximum_lag_on_failover")
     synchronous_mode: bool = _default("synchronous_mode")
+    synchronous_node_count: int = _default("synchronous_node_count")
+    synchronous_mode_strict: bool = _default("synchronous_mode_strict")
     primary_start_timeout: float = _default("primary_start_timeout")
 
     @classmethod
@@ -143,12 +145,14 @@ class Settings:
                 f"ttl ({ha.ttl}) must stay above this node's agent.fence_timeout ({fence_timeout})"
             )
         return cls(
-            ha.ttl,
-            ha.loop_wait,
-            ha.retry_timeout,
-            ha.maximum_lag_on_failover,
-            ha.synchronous_mode,
-            ha.primary_start_timeout,
+            ttl=ha.ttl,
+            loop_wait=ha.loop_wait,
+            retry_timeout=ha.retry_timeout,
+            maximum_lag_on_failover=ha.maximum_lag_on_failover,
+            synchronous_mode=ha.synchronous_mode,
+            synchronous_node_count=ha.synchronous_node_count,
+            synchronous_mode_strict=ha.synchronous_mode_strict,
+            primary_start_timeout=ha.primary_start_timeout,
         )
 
 

@@ -107,6 +107,9 @@ class Cluster:
     members: tuple[Member, ...] = ()
     switchover: Switchover | None = None
     sync: str | None = None
+    # The ``sync`` key's modify index (0: absent): its writers check-and-set against it, so
+    # a deposed leader's late write cannot name a standby behind the new leader's back.
+    sync_index: int = 0
     history: tuple[dict[str, Any], ...] = ()
     # The leader's WAL position as it last published it (``optime/leader``): outlives the
     # leader's session, so after a full-cluster restart a stale replica still knows it is
@@ -124,11 +127,27 @@ class Cluster:
         return None
 
     @property
+    def sync_names(self) -> tuple[str, ...]:
+        """The members named in the ``sync`` key: the only ones that may be promoted in
+        synchronous mode. Empty: none (no synchronous standby confirmed)."""
+        return parse_sync(self.sync)
+
+    @property
     def leader_member(self) -> Member | None:
         return self.member(self.leader.name) if self.leader else None
 
 
 OPTIME_KEY = "optime/leader"
+SYNC_KEY = "sync"
+
+
+def parse_sync(value: str | None) -> tuple[str, ...]:
+    """The ``sync`` key's value: member names separated by commas ("" or None: none)."""
+    return tuple(n.strip() for n in (value or "").split(",") if n.strip())
+
+
+def format_sync(names: tuple[str, ...] | list[str]) -> str:
+    return ",".join(sorted(names))
 
 
 def parse_optime(value: str) -> int | None:

@@ -48,6 +48,7 @@ class MemberRow:
     streaming: bool
     api_url: str
     conninfo: str
+    sync_standby: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -186,12 +187,20 @@ class LocalCluster:
                 )
 
     # --- the whole cluster -----------------------------------------------------------
-    def up(self, nodes: int | None = None, access: bool = True, wait: float = 120.0) -> None:
+    def up(
+        self,
+        nodes: int | None = None,
+        access: bool = True,
+        wait: float = 120.0,
+        synchronous: bool = False,
+    ) -> None:
         self._check_reachable_by_pg_user()
         self.layout.work_dir.mkdir(parents=True, exist_ok=True)
         self.layout.work_dir.chmod(0o755)
         st = self._ensure_state(nodes)
         consul_server.start(self.layout, self.table)
+        if synchronous:
+            self.set_dynamic({"synchronous_mode": True})
         for i in range(1, int(st["nodes"]) + 1):
             self.start_node(self.layout.node(i))
         if access:
@@ -230,6 +239,25 @@ class LocalCluster:
         """Stop everything and delete the work directory (data included)."""
         self.down()
         shutil.rmtree(self.layout.work_dir, ignore_errors=True)
+
+    def set_dynamic(self, values: dict[str, Any], timeout: float = 10.0) -> None:
+        """Merge ``values`` into the dynamic ``config`` key (check-and-set, bounded)."""
+        key = cluster_prefix(self.layout.cluster) + "config"
+        c = consul_client(self.layout.consul_url, timeout=2)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                _, item = c.kv.get(key)
+                current = json.loads(item["Value"]) if item and item.get("Value") else {}
+                index = int(item["ModifyIndex"]) if item else 0  # 0: create only if absent
+                if c.kv.put(key, json.dumps({**current, **values}), cas=index):
+                    return
+            except Exception as exc:  # any client failure: retry until the deadline
+                if time.monotonic() > deadline:
+                    raise DCSError(f"cannot write the dynamic config: {exc}") from None
+            if time.monotonic() > deadline:
+                raise DCSError("cannot write the dynamic config: it kept changing")
+            time.sleep(0.2)
 
     # --- observation ------------------------------------------------------------------
     def raw_cluster(self) -> tuple[str | None, dict[str, dict[str, Any]]]:
@@ -308,6 +336,7 @@ class LocalCluster:
                     leader=name == leader,
                     streaming=bool(m.get("streaming")) and answers,
                     api_url=str(m.get("api_url", "")),
+                    sync_standby=bool(m.get("sync_standby")) and name != leader,
                     conninfo=(
                         f"host={host} port={port} user={user} password={password} dbname=postgres"
                     ),
