@@ -219,7 +219,8 @@ def test_values_reach_the_config(helm: Helm, tmp_path: Path) -> None:
         "clusterName: orders\n"
         "ha: {ttl: 8, retryTimeout: 6.5, loopWait: 0.5, fenceTimeout: 3,\n"
         "     maximumLagOnFailover: 16777216, primaryStartTimeout: 45,\n"
-        "     deleteUnreachableAfter: 30}\n"
+        "     deleteUnreachableAfter: 30, synchronousMode: true, synchronousNodeCount: 2,\n"
+        "     synchronousModeStrict: true}\n"
         "postgresql:\n"
         "  parameters: {max_connections: 200, shared_buffers: 256MB, wal_compression: true}\n"
     )
@@ -228,6 +229,8 @@ def test_values_reach_the_config(helm: Helm, tmp_path: Path) -> None:
     assert (cfg.ha.ttl, cfg.ha.retry_timeout, cfg.ha.loop_wait) == (8, 6.5, 0.5)
     assert cfg.ha.maximum_lag_on_failover == 16777216
     assert cfg.ha.primary_start_timeout == 45
+    assert cfg.ha.synchronous_mode and cfg.ha.synchronous_mode_strict
+    assert cfg.ha.synchronous_node_count == 2
     assert cfg.agent.fence_timeout == 3
     assert cfg.publisher.delete_unreachable_after == 30
     assert cfg.cluster == "orders"
