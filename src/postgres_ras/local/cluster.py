@@ -382,29 +382,35 @@ class LocalCluster:
                     raise FatalError(f"{proc} exited: " + " | ".join(tail) + f" (log: {log})")
 
     # --- operations ------------------------------------------------------------------
-    def kill(self, name: str, sig: signal.Signals) -> list[int]:
-        """Signal a node's controller, agent, postmaster and every postgres child.
+    def node_pids(self, name: str) -> list[int]:
+        """A node's controller, agent, postmaster and every postgres child, by PID.
 
-        Children are signalled by PID, not by process group: each backend calls
+        Children are listed by PID, not reached by process group: each backend calls
         setsid(), so a group signal would leave open sessions running (and, with
         SIGSTOP, committing) on a node that is meant to be frozen whole.
         """
-        pids = []
+        pids = [
+            proc.pid
+            for component in ("controller", "agent")
+            if (proc := self.table.get(f"{name}-{component}")) is not None
+        ]
         pg = self.postmaster_pid(name)
-        for proc_name in (f"{name}-controller", f"{name}-agent"):
-            proc = self.table.get(proc_name)
-            if proc is not None:
-                os.kill(proc.pid, sig)
-                pids.append(proc.pid)
         if pg is not None:
-            # Children first: a SIGKILLed postmaster's children are re-parented at once.
-            for pid in [*_children(pg), pg]:
-                try:
-                    os.kill(pid, sig)
-                    pids.append(pid)
-                except (ProcessLookupError, PermissionError):
-                    pass
+            pids += [pg, *_children(pg)]
         return pids
+
+    def kill(self, name: str, sig: signal.Signals) -> list[int]:
+        """Signal every process of a node (``node_pids``); returns the PIDs signalled.
+
+        The children are listed before the postmaster is signalled (a SIGKILLed
+        postmaster's children are re-parented at once), and looked for again after
+        it, so a child forked in between (before a SIGSTOP took hold) is not missed.
+        """
+        signalled = [pid for pid in self.node_pids(name) if _send(pid, sig)]
+        pg = self.postmaster_pid(name)
+        if pg is not None:
+            signalled += [c for c in _children(pg) if c not in signalled and _send(c, sig)]
+        return signalled
 
     def switchover(self, to: str | None, timeout: float = 30.0) -> tuple[str, str]:
         before = self.leader()
@@ -515,6 +521,15 @@ def _plain(config: NodeConfig) -> Any:
         return value
 
     return reveal(config.model_dump(mode="python"))
+
+
+def _send(pid: int, sig: signal.Signals) -> bool:
+    """Signal ``pid``; False when it is already gone (or not ours)."""
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def _children(parent: int) -> list[int]:

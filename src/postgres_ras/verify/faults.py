@@ -28,7 +28,6 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from postgres_ras.errors import DCSError, PgrasError
@@ -66,19 +65,6 @@ def _signal(pid: int, sig: signal.Signals) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def _children(ppid: int) -> list[int]:
-    """The live children of ``ppid`` (from /proc)."""
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == ppid:
-            out.append(int(stat.parent.name))
-    return out
 
 
 class FaultError(PgrasError):
@@ -212,41 +198,17 @@ class Injector:
 
     def _stop_primary(self, leader: str | None) -> tuple[str | None, str]:
         """Freeze the whole node past the TTL: controller, agent, postmaster *and* every
-        postgres child. LocalCluster.kill signals the postmaster's process group only,
-        and each backend calls setsid(), so open sessions would keep committing."""
+        postgres child (LocalCluster.kill), so no open session keeps committing."""
         name = self._need_leader(leader)
         frozen: list[int] = []
         try:
-            frozen = self._freeze(name)
+            frozen = self.cluster.kill(name, signal.SIGSTOP)
             time.sleep(self.ttl + 2)
         finally:
             for pid in frozen:
                 _signal(pid, signal.SIGCONT)
         new = self._wait_leader(set(), 5)
         return name, f"{len(frozen)} processes frozen {self.ttl + 2:.0f}s; leader now {new}"
-
-    def _freeze(self, name: str) -> list[int]:
-        pids = []
-        for component in ("controller", "agent"):
-            proc = self.cluster.table.get(f"{name}-{component}")
-            if proc is not None and _signal(proc.pid, signal.SIGSTOP):
-                pids.append(proc.pid)
-        postmaster = self.cluster.postmaster_pid(name)
-        if postmaster is not None and _signal(postmaster, signal.SIGSTOP):
-            pids.append(postmaster)  # first, so that it forks no new child meanwhile
-            pids += [c for c in _children(postmaster) if _signal(c, signal.SIGSTOP)]
-        return pids
-
-    def _node_pids(self, name: str) -> list[int]:
-        pids = []
-        for component in ("controller", "agent"):
-            proc = self.cluster.table.get(f"{name}-{component}")
-            if proc is not None:
-                pids.append(proc.pid)
-        postmaster = self.cluster.postmaster_pid(name)
-        if postmaster is not None:
-            pids += [postmaster, *_children(postmaster)]
-        return pids
 
     def _ports(self, name: str) -> list[int]:
         node = self.cluster.layout.node(int(name.removeprefix("node")))
@@ -264,8 +226,8 @@ class Injector:
         cut = partition.Partition(f"pgras-verify-{layout.base_port}")
         try:
             cut.cut(
-                self._node_pids(name),
-                [p for n in others for p in self._node_pids(n)],
+                self.cluster.node_pids(name),
+                [p for n in others for p in self.cluster.node_pids(n)],
                 self._ports(name),
                 [p for n in others for p in self._ports(n)],
                 [layout.consul_http, layout.consul_server, layout.consul_serf],
