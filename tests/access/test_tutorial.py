@@ -21,15 +21,12 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-import shutil
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -40,7 +37,7 @@ from postgres_ras.demo_app import create_app
 from postgres_ras.demo_app.db import app_conninfo
 from postgres_ras.local.access import endpoints
 from postgres_ras.local.cluster import LocalCluster
-from postgres_ras.local.layout import Layout
+from tests.helpers import local_cluster
 
 pytestmark = [pytest.mark.access, pytest.mark.timeout(240)]
 
@@ -56,13 +53,6 @@ FIELDS = ("name", "breed", "age", "sex")
 MIN_READ_SUCCESS = 0.95
 MAX_READ_GAP_S = 2.5
 MAX_WRITE_OUTAGE_S = 20.0
-
-
-def dump_logs(work_dir: Path, lines: int = 60) -> None:
-    logs = sorted((work_dir / "logs").glob("*.log")) + sorted(work_dir.glob("nodes/*/*.log"))
-    for log in logs:
-        print(f"\n===== {log} (last {lines} lines) =====")
-        print("\n".join(log.read_text(errors="replace").splitlines()[-lines:]))
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float, step: float = 0.2) -> Any:
@@ -150,26 +140,10 @@ def as_rows(data: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 
 @pytest.fixture(scope="module")
 def tutorial(request: pytest.FixtureRequest) -> Iterator[Tutorial]:
-    work = Path(tempfile.mkdtemp(prefix="pgras-tutorial-", dir="/tmp"))
-    work.chmod(0o755)  # postgres runs as the 'postgres' OS user when the tests run as root
-    cluster = LocalCluster(Layout(work, BASE_PORT))
-    failed_before = request.session.testsfailed
-    try:
-        try:
-            cluster.up(nodes=3, access=True, wait=120)
-        except Exception:
-            dump_logs(work)
-            raise
+    with local_cluster("pgras-tutorial-", BASE_PORT, request, access=True, wait=120) as cluster:
         tutorial = Tutorial(cluster, endpoints(cluster.layout, cluster.superuser))
         tutorial.wait_routed()
         yield tutorial
-    finally:
-        try:
-            cluster.down()
-        finally:
-            if request.session.testsfailed > failed_before:
-                dump_logs(work)
-            shutil.rmtree(work, ignore_errors=True)
 
 
 def test_pgpool_reads_reach_replicas_and_writes_the_primary(tutorial: Tutorial) -> None:

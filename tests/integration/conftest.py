@@ -21,6 +21,7 @@ import pytest
 from postgres_ras.local.cluster import LocalCluster, MemberRow
 from postgres_ras.local.layout import Layout
 from postgres_ras.local.workload import multi_host_dsn
+from tests.helpers import dump_logs
 
 BASE_PORT = int(os.environ.get("PGRAS_TEST_BASE_PORT", "26000"))
 
@@ -29,12 +30,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
-
-
-def dump_logs(work_dir: Path, lines: int = 60) -> None:
-    for log in sorted((work_dir / "logs").glob("*.log")) + sorted(work_dir.glob("nodes/*/*.log")):
-        print(f"\n===== {log} (last {lines} lines) =====")
-        print("\n".join(log.read_text(errors="replace").splitlines()[-lines:]))
 
 
 class Harness:
