@@ -87,6 +87,17 @@ class Harness:
             time.sleep(0.1)
         pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
 
+    def wait_log(self, process: str, text: str, timeout: float = 5.0) -> str:
+        """Wait until ``text`` is in ``process``'s log (e.g. ``node1-controller``); return the log.
+
+        A controller logs a decision after carrying it out, so its line may land a moment
+        after the effect a test saw."""
+        path = self.c.table.log_file(process)
+        self.wait_for(
+            f"{text!r} in {path}", lambda: text in path.read_text(errors="replace"), timeout
+        )
+        return path.read_text(errors="replace")
+
     def wait_new_leader(self, old: str, timeout: float = 30.0) -> str:
         holder: list[str] = []
 

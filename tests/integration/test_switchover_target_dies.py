@@ -79,8 +79,10 @@ def test_switchover_to_a_replica_that_is_not_streaming_is_refused(cluster: Harne
     key = f"pgras/{cluster.c.layout.cluster}/switchover"
     kv.put(key, Switchover(old, target, time.time()).to_json())
     cluster.wait_for("the leader to drop the request", lambda: kv.get(key)[1] is None, timeout=10)
-    log = cluster.c.table.log_file(f"{old}-controller").read_text(errors="replace")
+    cluster.wait_log(
+        f"{old}-controller",
+        f"refusing the switchover: {target} is not a healthy streaming replica",
+    )
     print(json.dumps({"leader": old, "target": target, "still_leader": cluster.leader().name}))
-    assert f"refusing the switchover: {target} is not a healthy streaming replica" in log
     assert cluster.leader().name == old
     assert cluster.writable_nodes() == [old]

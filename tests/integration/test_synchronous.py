@@ -119,8 +119,7 @@ def test_strict_mode_blocks_writes_without_a_standby_and_async_mode_does_not(
     t, done = _insert_in_thread(cluster, leader)
     t.join(timeout=10.0)
     assert done, "non-strict synchronous mode blocked a write with no standby"
-    log = (cluster.c.layout.work_dir / "logs" / f"{leader}-controller.log").read_text()
-    assert "synchronous_standby_names = '' (asynchronous)" in log
+    cluster.wait_log(f"{leader}-controller", "synchronous_standby_names = '' (asynchronous)")
 
     # Off again at run time: a reload, the key removed.
     cluster.c.up(access=False, wait=0)
