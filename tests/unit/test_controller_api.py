@@ -21,6 +21,7 @@ from postgres_ras.config import NodeConfig, load
 from postgres_ras.controller import auth
 from postgres_ras.controller.api import create_app
 from postgres_ras.controller.ha import Snapshot
+from postgres_ras.controller.lease import Lease
 from postgres_ras.controller.state import NodeView, Observation, Role, Settings
 from postgres_ras.dcs.base import Cluster, Leader, Member
 from postgres_ras.errors import DCSError
@@ -70,8 +71,12 @@ class FakeHA:
     agent: FakeAgent = field(default_factory=FakeAgent)
     instance: str = "controller-instance-1"
 
-    def lease_remaining(self) -> float | None:
-        return 2.0 if self.snapshot.primary_ok else None
+    @property
+    def lease(self) -> Lease:
+        lease = Lease(time.monotonic)
+        if self.snapshot.primary_ok:
+            lease.deadline = time.monotonic() + 2.0
+        return lease
 
 
 def config(**controller: Any) -> NodeConfig:

@@ -1,11 +1,8 @@
 """The HA loop: observe, decide (pure), apply. One logged sentence per cycle.
 
-The lease: each cycle starts by proving liveness to Consul (check pass +
-session renew). When the snapshot read right after shows our session on the
-leader key, we are confirmed leader until ``t0 + min(retry_timeout, ttl - 1)``
-where t0 is the time before the keepalive was sent; Consul cannot drop the
-lock before ``t0 + ttl``, which is later. The heartbeat thread hands the remaining lease to the
-agent, which stops postgres when it runs out.
+Each cycle renews the leader lease (controller/lease.py) before it reads the
+cluster; the heartbeat thread hands the remaining lease to the agent, which
+stops postgres when it runs out.
 """
 
 from __future__ import annotations
@@ -24,6 +21,7 @@ from postgres_ras.controller import probe
 from postgres_ras.controller.agent_client import AgentClient
 from postgres_ras.controller.decide import PENDING_INIT, decide, unsettled
 from postgres_ras.controller.leader import LeaderDuties
+from postgres_ras.controller.lease import Lease
 from postgres_ras.controller.publisher import RolePublisher, report_cycle
 from postgres_ras.controller.state import (
     Action,
@@ -76,7 +74,7 @@ class HA:
         self.clock = clock
         self.probe_all = probe_all
         self.identify = identify
-        self.lease_deadline: float | None = None
+        self.lease = Lease(clock)
         self.last_leader: str | None = None
         self.last_leader_api: str | None = None
         self.last_leader_lsn: int | None = None
@@ -90,7 +88,6 @@ class HA:
         self.not_serving = Stopwatch(clock)
         self.switchover_seen = FirstSeen(clock)
         self.demoting = False  # inside a demotion: the API must not say "healthy primary"
-        self._lease_until = 0.0
         self.instance = uuid.uuid4().hex
         self.refused: str | None = None  # why this controller refused to run, if it did
         self._name_checked = False
@@ -117,11 +114,6 @@ class HA:
             )
         return self._settings
 
-    def lease_remaining(self) -> float | None:
-        if self.lease_deadline is None:
-            return None
-        return max(0.0, self.lease_deadline - self.clock())
-
     # --- observe ---------------------------------------------------------------
     def observe(self, t0: float) -> Observation:
         cluster: Cluster | None = None
@@ -132,13 +124,14 @@ class HA:
             if not self._name_checked:
                 self._refuse_a_live_twin()
             self.dcs.keepalive(settings.ttl)
-            # Consul holds our lock at least ttl past t0 with the check just passed; the
-            # lease must end before that even if the dynamic config changes this cycle.
-            protected = min(settings.retry_timeout, settings.ttl - 1.0)
+            kept_alive = settings
             cluster = self.dcs.get_cluster()
             settings = self.settings(cluster)
-            protected = min(protected, settings.retry_timeout)
-            self._lease_until = t0 + protected
+            # The keepalive's ttl, and the shorter retry_timeout should the dynamic config
+            # have changed it this cycle.
+            self.lease.renewed(
+                t0, kept_alive.ttl, min(kept_alive.retry_timeout, settings.retry_timeout)
+            )
         except DCSError as exc:
             self._warn_once(str(exc))
         node: NodeView | None = None
@@ -150,11 +143,10 @@ class HA:
             self._last_warning = ""
             leader = cluster.leader
             if leader is not None and leader.session == self.dcs.session:
-                self.lease_deadline = self._lease_until
+                self.lease.confirm()
             else:
-                self.lease_deadline = None
+                self.lease.drop()
             self._remember_leader(cluster)
-        lease_valid = self.lease_deadline is not None and self.clock() < self.lease_deadline
         peers: tuple[PeerView, ...] = ()
         i_run_primary = node is not None and node.running and node.role is Role.PRIMARY
         if (
@@ -178,7 +170,7 @@ class HA:
             cluster=cluster,
             session=self.dcs.session,
             stale_sessions=frozenset(self.dcs.stale_sessions),
-            lease_valid=lease_valid,
+            lease_valid=self.lease.valid,
             nofailover=self.config.tags.nofailover,
             settings=settings,
             last_leader=self.last_leader,
@@ -247,7 +239,7 @@ class HA:
             if not self.dcs.acquire_leader():
                 self.dcs.delete("initialize")
                 return "won initialize but not the leader lock; backing off"
-            self._confirm_lease(o)
+            self._hold_lease()
             self.agent.bootstrap()
             self.duties.history(o, "bootstrap")
             return "initializing a new cluster (initdb)"
@@ -268,19 +260,19 @@ class HA:
             return d.reason
         if d.action is a.ACQUIRE:
             if self.dcs.acquire_leader():
-                self._confirm_lease(o)
+                self._hold_lease()
                 return "re-acquired the free leader lock as the running primary"
             return "could not re-acquire the leader lock: someone else took it"
         if d.action is a.ACQUIRE_AND_PROMOTE:
             if not self.dcs.acquire_leader():
                 return "lost the leader race"
-            self._confirm_lease(o)
+            self._hold_lease()
             if not self.sync.before_promotion(o):
                 return (
                     "won the leader race, not promoting: the sync key changed or does not name me"
                 )
             self.agent.promote()
-            self._after_promotion(
+            self.duties.after_promotion(
                 o, "failover" if not o.cluster or not o.cluster.switchover else "switchover"
             )
             return "won the leader race and promoted postgres"
@@ -289,19 +281,18 @@ class HA:
             if not self.sync.before_promotion(o):
                 return "not promoting: the sync key changed meanwhile or does not name me"
             self.agent.promote()
-            self._after_promotion(o, "promote")
+            self.duties.after_promotion(o, "promote")
             return d.reason
         if d.action is a.TAKE_OVER:
             assert o.cluster is not None and o.cluster.leader is not None
             ok = self.dcs.take_over_leader(o.cluster.leader.index)
             self.dcs.destroy_stale_sessions()
             if ok:
-                self._confirm_lease(o)
+                self._hold_lease()
                 return d.reason
             return "could not take over my previous leader lock (it changed meanwhile)"
         if d.action is a.RELEASE:
-            self.lease_deadline = None
-            self.dcs.release_leader()
+            self._release_lock()
             if o.cluster is not None and o.cluster.initialize == PENDING_INIT:
                 self.dcs.delete("initialize")
             return d.reason
@@ -314,8 +305,7 @@ class HA:
             self.dcs.destroy_stale_sessions()
             return d.reason
         if d.action is a.DEMOTE:
-            self.lease_deadline = None
-            self._heartbeat()
+            self._drop_lease()
             self.demoting = True
             try:
                 self.agent.stop("fast", d.reason)
@@ -328,8 +318,7 @@ class HA:
 
     def _abdicate(self, d: Decision) -> str:
         """Stop postgres (best effort) and free the lock: a leader that cannot serve."""
-        self.lease_deadline = None
-        self._heartbeat()  # no lease: the agent's fence stops a primary that comes up late
+        self._drop_lease()  # the agent's fence stops a primary that comes up late
         self.demoting = True
         try:
             self.agent.stop("fast", d.reason)
@@ -338,21 +327,24 @@ class HA:
             stopped = f"agent did not confirm the stop ({exc}); its fence stops a leaseless primary"
         finally:
             self.demoting = False
-        self.dcs.release_leader()
+        self._release_lock()
         self.not_serving.reset()
         return f"{d.reason} ({stopped})"
 
-    def _confirm_lease(self, o: Observation) -> None:
-        # Acquired just now: Consul keeps it at least ttl past this cycle's keepalive (t0).
-        self.lease_deadline = self._lease_until
+    def _hold_lease(self) -> None:
+        """We hold the lock (acquired just now): tell the agent at once."""
+        self.lease.confirm()
         self._heartbeat()
 
-    def _after_promotion(self, o: Observation, why: str) -> None:
-        if o.cluster is not None and o.cluster.switchover is not None:
-            self.dcs.delete("switchover")
-        self.duties.history(o, why)
-        self.duties.slots = None
-        self.duties.housekeeping(o)
+    def _drop_lease(self) -> None:
+        """Before postgres stops or the lock goes: the agent must not hold a stale lease."""
+        if self.lease.deadline is not None:
+            self.lease.drop()
+            self._heartbeat()
+
+    def _release_lock(self) -> None:
+        self._drop_lease()
+        self.dcs.release_leader()
 
     def _switchover(self, d: Decision, o: Observation) -> str:
         self.demoting = True
@@ -361,9 +353,7 @@ class HA:
         finally:
             self.demoting = False
         if handed_over:
-            self.lease_deadline = None
-            self._heartbeat()
-            self.dcs.release_leader()
+            self._release_lock()
         return sentence
 
     # --- publish -------------------------------------------------------------------
@@ -404,7 +394,7 @@ class HA:
 
     def _heartbeat(self) -> None:
         try:
-            self.agent.heartbeat(self.lease_remaining(), self.lease_deadline)
+            self.agent.heartbeat(self.lease.remaining(), self.lease.deadline)
         except AgentError:
             pass
 
@@ -425,7 +415,7 @@ class HA:
             o.node
             and o.node.running
             and o.node.role is Role.PRIMARY
-            and self.lease_remaining()
+            and self.lease.remaining()
             and o.cluster is not None
             and o.cluster.leader is not None
             and o.cluster.leader.session == self.dcs.session
@@ -476,7 +466,10 @@ class HA:
                 heart = threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True)
                 heart.start()
             remaining = o.settings.loop_wait - (self.clock() - t0)
-            if remaining <= 0:
+            decision = self.snapshot.decision
+            if remaining <= 0 or (decision is not None and decision.action is Action.SWITCHOVER):
+                # After a switchover look again at once: follow the target, or restart as
+                # primary if it was aborted.
                 continue
             if o.node is None or o.node.job:
                 # Waiting on the agent (starting up, or a job running): look again soon.
@@ -502,7 +495,9 @@ class HA:
             return
         try:
             if self.snapshot.primary_ok:
-                self.lease_deadline = None
+                # No heartbeat first: the agent's fence would race this stop, and a stop by
+                # the fence returns no final checkpoint position.
+                self.lease.drop()
                 result = self.agent.stop("fast", "controller shutting down")
                 if result.get("checkpoint_lsn"):
                     # Final position, so no stale member can win after a full restart.

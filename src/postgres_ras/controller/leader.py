@@ -2,7 +2,9 @@
 
 Separate from the loop so each duty reads on its own. A switchover stays
 within the leader lease: the catch-up wait is shorter than retry_timeout, so
-an aborted switchover can restart postgres as primary under a valid lock.
+after an aborted switchover the next cycle finds the lock still ours and
+decide() starts postgres as primary again (or, if it lapsed, we race like
+everybody else).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from postgres_ras.config import NodeConfig, slot_name
 from postgres_ras.controller import probe
 from postgres_ras.controller.agent_client import AgentClient
 from postgres_ras.controller.decide import PENDING_INIT, SWITCHOVER_TIMEOUT
-from postgres_ras.controller.state import Decision, Observation
+from postgres_ras.controller.state import Decision, Observation, PeerView
 from postgres_ras.dcs.base import DCS, OPTIME_KEY, Switchover
 from postgres_ras.errors import AgentError, DCSError
 from postgres_ras.lsn import format_lsn, parse_lsn
@@ -38,11 +40,13 @@ class LeaderDuties:
         dcs: DCS,
         agent: AgentClient,
         clock: Callable[[], float] = time.monotonic,
+        probe_one: Callable[[probe.Target, float, bool], PeerView] = probe.probe_one,
     ) -> None:
         self.config = config
         self.dcs = dcs
         self.agent = agent
         self.clock = clock
+        self.probe_one = probe_one
         self.slots: list[str] | None = None
 
     def history(self, o: Observation, why: str) -> None:
@@ -64,6 +68,14 @@ class LeaderDuties:
             self.dcs.put("history", _json(history[-100:]))
         except DCSError as exc:
             log.warning("could not record history: %s", exc)
+
+    def after_promotion(self, o: Observation, why: str) -> None:
+        """History, the switchover request done with, and slots recomputed for the new role."""
+        if o.cluster is not None and o.cluster.switchover is not None:
+            self.dcs.delete("switchover")
+        self.history(o, why)
+        self.slots = None
+        self.housekeeping(o)
 
     def housekeeping(self, o: Observation) -> None:
         cluster, node = o.cluster, o.node
@@ -118,21 +130,17 @@ class LeaderDuties:
         deadline = self.clock() + SWITCHOVER_CATCHUP
         caught_up = False
         while checkpoint is not None and self.clock() < deadline:
-            peer = probe.probe_one(probe.Target(target.name, target.api_url), 0.5, fresh=True)
+            # fresh: the target's position read now, not at its last cycle
+            peer = self.probe_one(probe.Target(target.name, target.api_url), 0.5, True)
             if peer.lsn is not None and peer.lsn > checkpoint:
                 caught_up = True
                 break
             time.sleep(0.02)
         if not caught_up:
             self.dcs.delete("switchover")
-            # The stop may have outlasted the lease: restart as primary only under the lock.
-            self.dcs.keepalive(o.settings.ttl)
-            leader = self.dcs.get_cluster().leader
-            if leader is None or leader.session != self.dcs.session:
-                return "switchover aborted and the leader lock lapsed: staying stopped", True
-            self.agent.start_primary()
             return (
-                f"switchover aborted: {d.target} did not receive the final WAL; staying primary",
+                f"switchover aborted: {d.target} did not receive the final WAL; postgres "
+                "restarts as primary next cycle if the lock is still mine",
                 False,
             )
         # The final position, so the lag check of every race counts the WAL only the

@@ -58,6 +58,6 @@ def render(ha: HA, lag: int | None) -> bytes:
         int(bool(cluster is not None and cluster.leader is None)),
     )
     gauge("pgras_dcs_reachable", "1 if Consul answered in the last cycle", int(cluster is not None))
-    gauge("pgras_lease_remaining_seconds", "leader lease left", ha.lease_remaining() or 0.0)
+    gauge("pgras_lease_remaining_seconds", "leader lease left", ha.lease.remaining() or 0.0)
     gauge("pgras_last_cycle_timestamp", "wall time of the last HA cycle", snap.at)
     return generate_latest(registry)
