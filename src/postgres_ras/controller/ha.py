@@ -22,6 +22,7 @@ from postgres_ras.controller.agent_client import AgentClient
 from postgres_ras.controller.decide import PENDING_INIT, decide, unsettled
 from postgres_ras.controller.leader import LeaderDuties
 from postgres_ras.controller.lease import Lease
+from postgres_ras.controller.member import member_value
 from postgres_ras.controller.publisher import RolePublisher, report_cycle
 from postgres_ras.controller.state import (
     Action,
@@ -32,7 +33,7 @@ from postgres_ras.controller.state import (
     Role,
     Settings,
 )
-from postgres_ras.controller.sync import SyncKeeper, is_sync_standby
+from postgres_ras.controller.sync import SyncKeeper
 from postgres_ras.controller.timers import (
     FirstSeen,
     Stopwatch,
@@ -357,32 +358,6 @@ class HA:
         return sentence
 
     # --- publish -------------------------------------------------------------------
-    def member_data(self, o: Observation) -> dict[str, Any]:
-        node = o.node
-        role = node.role.value if node else "unknown"
-        state = "unknown"
-        if node is not None:
-            state = node.job or (
-                "fenced"
-                if node.fenced and not node.running
-                else "running"
-                if node.running
-                else "stopped"
-            )
-        c = self.config
-        return {
-            "api_url": f"{c.controller.scheme}://{c.controller.host}:{c.controller.port}",
-            "conn_host": c.postgres.host,
-            "conn_port": c.postgres.port,
-            "role": role,
-            "state": state,
-            "timeline": node.timeline if node else None,
-            "lsn": format_lsn(node.lsn) if node and node.lsn is not None else None,
-            "streaming": bool(node and node.streaming),
-            "sync_standby": is_sync_standby(o),
-            "tags": {"nofailover": c.tags.nofailover, "noloadbalance": c.tags.noloadbalance},
-        }
-
     def _publish_optime(self, lsn: int, cluster: Cluster | None) -> None:
         """Publish the leader's WAL position: outlives our session, read by every race."""
         if cluster is not None and cluster.optime == lsn:
@@ -425,7 +400,7 @@ class HA:
             self._publish_optime(o.node.lsn, o.cluster)
         if o.cluster is not None:
             try:
-                self.dcs.touch_member(self.member_data(o))
+                self.dcs.touch_member(member_value(self.config, o))
             except DCSError as exc:
                 log.warning("%s", exc)
         role = (
