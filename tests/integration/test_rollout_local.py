@@ -10,48 +10,21 @@ controller REST API (GET /cluster, POST /switchover with the controller token).
 With a Writer running: every node restarted once, replicas first (highest ordinal
 first), then the primary after exactly one leader change; at most one writable
 primary at every check; no acknowledged write lost. Prints the write outage.
-Ports from 27800.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 
 from postgres_ras.controller.rollout import ClusterView, Observation, PodView, Rollout
-from postgres_ras.local.cluster import LocalCluster
-from postgres_ras.local.layout import Layout
 from postgres_ras.local.workload import Writer, lost_writes
-from tests.helpers import dump_logs
 from tests.integration.conftest import Harness
 
-BASE_PORT = 27800
 OLD, NEW = "node-old", "node-new"
-
-
-@pytest.fixture
-def cluster(request: pytest.FixtureRequest) -> Iterator[Harness]:
-    work = Path(tempfile.mkdtemp(prefix="pgras-rollout-", dir="/tmp"))
-    work.chmod(0o755)
-    local = LocalCluster(Layout(work, BASE_PORT))
-    try:
-        local.up(nodes=3, access=False, wait=90)
-        yield Harness(local)
-    finally:
-        failed = getattr(request.node, "rep_call", None) is None or request.node.rep_call.failed
-        try:
-            local.down()
-        finally:
-            if failed:
-                dump_logs(work)
-            shutil.rmtree(work, ignore_errors=True)
 
 
 class LocalStatefulSet:
