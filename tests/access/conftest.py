@@ -9,41 +9,22 @@ failure the relevant log files are printed.
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from tests.helpers import free_port, poll
+
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SUPERUSER = ("pgras", "access-test-pw")
-PORT_RANGE = (27000, 27999)
-_taken: set[int] = set()
 
 pytestmark = pytest.mark.access
-
-
-def free_port() -> int:
-    """A port in 27000-27999 that is free now and not handed out before in this run."""
-    for _ in range(500):
-        port = random.randint(*PORT_RANGE)
-        if port in _taken:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _taken.add(port)
-        return port
-    raise RuntimeError("no free port in 27000-27999")
 
 
 def _as_postgres() -> dict[str, str]:
@@ -53,18 +34,6 @@ def _as_postgres() -> dict[str, str]:
 def _chown(path: Path) -> None:
     if os.geteuid() == 0:
         shutil.chown(path, "postgres", "postgres")
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str, step: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except Exception:
-            pass
-        time.sleep(step)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
 def print_logs(*paths: Path) -> None:
@@ -131,7 +100,7 @@ class PgServer:
             str(PG_BIN / "pg_ctl"), "start", "-D", str(self.data), "-l", str(self.log),
             "-w", "-t", str(int(timeout)), "-o", opts,
         )  # fmt: skip
-        wait_until(lambda: self.query("SELECT 1") == 1, timeout, f"{self.name} to accept")
+        poll(f"{self.name} to accept", lambda: self.query("SELECT 1") == 1, timeout)
 
     def promote(self) -> None:
         self._run(str(PG_BIN / "pg_ctl"), "promote", "-w", "-D", str(self.data))
@@ -152,10 +121,10 @@ class PgServer:
         except ProcessLookupError:
             return
         try:
-            wait_until(lambda: not _alive(pid), timeout, f"{self.name} to stop")
-        except TimeoutError:
+            poll(f"{self.name} to stop", lambda: not _alive(pid), timeout)
+        except pytest.fail.Exception:
             os.kill(pid, signal.SIGKILL)
-            wait_until(lambda: not _alive(pid), 10, f"{self.name} to die")
+            poll(f"{self.name} to die", lambda: not _alive(pid), 10)
 
     def query(self, sql: str, dbname: str = "postgres") -> object:
         dsn = self.dsn.replace("dbname=postgres", f"dbname={dbname}")
@@ -192,7 +161,7 @@ def primary(scratch: Path, request: pytest.FixtureRequest) -> Iterator[PgServer]
     try:
         server.init_primary()
         server.start()
-    except Exception:
+    except (Exception, pytest.fail.Exception):  # a start that timed out fails the test
         print_logs(server.log)
         server.stop()
         raise

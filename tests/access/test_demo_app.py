@@ -17,7 +17,8 @@ from schemathesis.checks import not_a_server_error
 from postgres_ras.demo_app import create_app
 from postgres_ras.demo_app.app import MAX_CONTENT_LENGTH
 from postgres_ras.errors import ConfigError
-from tests.access.conftest import PgServer, wait_until
+from tests.access.conftest import PgServer
+from tests.helpers import poll
 
 pytestmark = pytest.mark.access
 
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.access
 @pytest.fixture(scope="module")
 def app(primary: PgServer) -> Iterator[Flask]:
     flask_app = create_app(primary.dsn)
-    wait_until(flask_app.extensions["puppies_bootstrap"].ready.is_set, 30, "schema bootstrap")
+    poll("schema bootstrap", flask_app.extensions["puppies_bootstrap"].ready.is_set, 30)
     yield flask_app
     flask_app.extensions["puppies_pool"].close()
 
@@ -49,7 +50,7 @@ def test_seed_row_created_once(app: Flask, client: FlaskClient, primary: PgServe
     assert pups[0] == {"id": 1, "name": "Tyler", "breed": "Retrieved", "age": 3, "sex": "M"}
     # A second app on the same server does not seed again.
     second = create_app(primary.dsn)
-    wait_until(second.extensions["puppies_bootstrap"].ready.is_set, 30, "second bootstrap")
+    poll("second bootstrap", second.extensions["puppies_bootstrap"].ready.is_set, 30)
     second.extensions["puppies_pool"].close()
     assert primary.query("SELECT count(*) FROM pups WHERE name = 'Tyler'", "puppies") == 1
 
@@ -171,7 +172,7 @@ def test_writes_503_while_database_down_then_recover(
     def write_ok() -> bool:
         return client.post("/api/puppies", json={"name": "after-outage"}).status_code == 200
 
-    wait_until(write_ok, 20, "writes to succeed again after the database came back", 0.5)
+    poll("writes to succeed again after the database came back", write_ok, 20, 0.5)
     assert any(p["name"] == "after-outage" for p in all_pups(client))
 
 
@@ -191,7 +192,7 @@ def test_app_on_read_only_server_waits_for_schema(primary: PgServer) -> None:
         assert resp.status_code == 503, resp.get_data(as_text=True)
         assert json.loads(resp.get_data(as_text=True))["status"] == "error"
         # The schema exists already (created by the writable app): reads work.
-        wait_until(ro_app.extensions["puppies_bootstrap"].ready.is_set, 10, "ro bootstrap")
+        poll("ro bootstrap", ro_app.extensions["puppies_bootstrap"].ready.is_set, 10)
         assert client.get("/api/puppies").status_code == 200
     finally:
         ro_app.extensions["puppies_pool"].close()

@@ -24,7 +24,8 @@ import pytest
 from postgres_ras.local.access import endpoints, reload_haproxy, start_access, stop_access
 from postgres_ras.local.layout import Layout, NodePorts
 from postgres_ras.local.procs import ProcessTable
-from tests.access.conftest import SUPERUSER, PgServer, _taken, free_port, wait_until
+from tests.access.conftest import SUPERUSER, PgServer
+from tests.helpers import free_port, poll, reserve_ports
 
 pytestmark = pytest.mark.access
 
@@ -66,11 +67,8 @@ def reserve_base_port() -> int:
     """A base port whose access-layer ports (base+10..base+32) are all free."""
     for _ in range(200):
         base = random.randrange(27000, 27900, 50)
-        ports = range(base, base + 40)
-        if any(p in _taken for p in ports):
-            continue
-        _taken.update(ports)
-        return base
+        if reserve_ports(range(base, base + 40)):
+            return base
     raise RuntimeError("no free base port")
 
 
@@ -125,6 +123,11 @@ def one(dsn: str, sql: str, params: tuple[Any, ...] = ()) -> Any:
         return row[0] if row else None
 
 
+def port_of(dsn: str) -> Any:
+    """The port of the server a fresh session through ``dsn`` lands on."""
+    return one(dsn, "SELECT inet_server_port()")
+
+
 def http(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
@@ -142,13 +145,13 @@ def test_reads_via_pgpool_reach_replica_and_writes_the_primary(
 ) -> None:
     layout, _ = access
     eps = endpoints(layout, SUPERUSER)
-    wait_until(lambda: one(eps["read"], "SELECT inet_server_port()") == replica.port, 10, "read")
-    assert one(eps["write"], "SELECT inet_server_port()") == primary.port
+    poll("reads to reach the replica", lambda: port_of(eps["read"]) == replica.port, 10)
+    assert port_of(eps["write"]) == primary.port
     assert one(eps["write"], "SELECT pg_is_in_recovery()") is False
     assert one(eps["read"], "SELECT pg_is_in_recovery()") is True
     # Through pgpool: plain reads are load-balanced to backend 1 (the replica)...
     for _ in range(5):
-        assert one(eps["pgpool"], "SELECT inet_server_port()") == replica.port
+        assert port_of(eps["pgpool"]) == replica.port
     # ...writes, and everything after a write in a transaction, go to the primary.
     with psycopg.connect(eps["pgpool"], connect_timeout=3) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS routing (x int)")
@@ -167,7 +170,7 @@ def test_three_apps_share_the_tutorial_data(access: tuple[Layout, ProcessTable])
         return status == 200 and body["data"][0]["name"] == "Tyler"
 
     for app in ("app_write", "app_read", "app_pgpool"):
-        wait_until(lambda app=app: seeded(eps[app]), 30, f"{app} to serve the seed row", 0.3)
+        poll(f"{app} to serve the seed row", lambda app=app: seeded(eps[app]), 30, 0.3)
     assert http("POST", eps["app_pgpool"], {"name": "Whisky", "age": 2}) == (
         200, {"status": "success", "message": "Inserted one puppy"},
     )  # fmt: skip
@@ -176,7 +179,7 @@ def test_three_apps_share_the_tutorial_data(access: tuple[Layout, ProcessTable])
     def names(url: str) -> set[str]:
         return {p["name"] for p in http("GET", url)[1]["data"]}
 
-    wait_until(lambda: {"Whisky", "Hunter"} <= names(eps["app_read"]), 10, "replication")
+    poll("replication", lambda: {"Whisky", "Hunter"} <= names(eps["app_read"]), 10)
     assert {"Whisky", "Hunter"} <= names(eps["app_pgpool"])
 
 
@@ -189,7 +192,7 @@ def test_restarted_pgpool_does_not_remember_a_backend_down(
     status_file.write_text("up\ndown\n")  # what a pgpool that lost backend 1 leaves behind
     start_access(layout, table, [], SUPERUSER)  # everything else still runs: only pgpool starts
     eps = endpoints(layout, SUPERUSER)
-    assert one(eps["pgpool"], "SELECT inet_server_port()") == replica.port
+    assert port_of(eps["pgpool"]) == replica.port
     with psycopg.connect(eps["pgpool"], connect_timeout=3, autocommit=True) as conn:
         rows = conn.execute("SHOW pool_nodes").fetchall()
     assert [r[3] for r in rows] == ["up", "up"], rows
@@ -203,13 +206,11 @@ def test_reload_haproxy_after_scaling(
     eps = endpoints(layout, SUPERUSER)
     before = table.get("haproxy")
     reload_haproxy(layout, table, nodes[:1])  # scaled down to one node: reads by the primary
-    wait_until(lambda: one(eps["read"], "SELECT inet_server_port()") == primary.port, 10,
-               "reads to fall back to the only node")  # fmt: skip
+    poll("reads to fall back to the only node", lambda: port_of(eps["read"]) == primary.port, 10)
     reload_haproxy(layout, table, nodes)  # scaled up again
-    wait_until(lambda: one(eps["read"], "SELECT inet_server_port()") == replica.port, 10,
-               "reads to reach the replica again")  # fmt: skip
+    poll("reads to reach the replica again", lambda: port_of(eps["read"]) == replica.port, 10)
     assert table.get("haproxy") == before  # reloaded in place, not restarted
-    assert one(eps["write"], "SELECT inet_server_port()") == primary.port
+    assert port_of(eps["write"]) == primary.port
 
 
 def test_reads_served_by_the_primary_when_no_replica_is_up(
@@ -221,16 +222,22 @@ def test_reads_served_by_the_primary_when_no_replica_is_up(
     controllers[1].role = "down"
     replica.stop()
     try:
-        wait_until(lambda: one(eps["read"], "SELECT inet_server_port()") == primary.port, 10,
-                   "the read endpoint to fall back to the primary")  # fmt: skip
-        assert one(eps["pgpool"], "SELECT inet_server_port()") == primary.port
-        wait_until(lambda: http("GET", eps["app_read"])[0] == 200, 15, "app_read to recover")
-        wait_until(lambda: http("GET", eps["app_pgpool"])[0] == 200, 15, "app_pgpool to recover")
+        poll(
+            "the read endpoint to fall back to the primary",
+            lambda: port_of(eps["read"]) == primary.port,
+            10,
+        )
+        assert port_of(eps["pgpool"]) == primary.port
+        poll("app_read to recover", lambda: http("GET", eps["app_read"])[0] == 200, 15)
+        poll("app_pgpool to recover", lambda: http("GET", eps["app_pgpool"])[0] == 200, 15)
     finally:
         replica.start()
         controllers[1].role = "replica"
-    wait_until(lambda: one(eps["read"], "SELECT inet_server_port()") == replica.port, 10,
-               "the read endpoint to return to the replica")  # fmt: skip
+    poll(
+        "the read endpoint to return to the replica",
+        lambda: port_of(eps["read"]) == replica.port,
+        10,
+    )
 
 
 def write_through_pgpool(dsn: str, attempts: int = 3) -> Any:
@@ -261,7 +268,11 @@ def test_no_session_keeps_writing_to_a_demoted_primary(
     eps = endpoints(layout, SUPERUSER)
     held = psycopg.connect(eps["pgpool"], connect_timeout=3, autocommit=True)
     held.execute("INSERT INTO routing VALUES (2)")
-    wait_until(lambda: http("POST", eps["app_pgpool"], {"name": "before"})[0] == 200, 10, "write")
+    poll(
+        "a write through the pgpool app",
+        lambda: http("POST", eps["app_pgpool"], {"name": "before"})[0] == 200,
+        10,
+    )
 
     one(primary.dsn, "ALTER SYSTEM SET default_transaction_read_only = on")
     # Demotion as the agent does it: postgres stops (every client connection with it)
@@ -280,22 +291,34 @@ def test_no_session_keeps_writing_to_a_demoted_primary(
         return False
 
     try:
-        wait_until(held_is_cut, 10, "the session to the demoted primary to be cut")
+        poll("the session to the demoted primary to be cut", held_is_cut, 10)
     finally:
         held.close()
-    wait_until(lambda: one(eps["write"], "SELECT inet_server_port()") == replica.port, 10,
-               "the write endpoint to reach the new primary")  # fmt: skip
-    wait_until(lambda: one(eps["read"], "SELECT inet_server_port()") == primary.port, 10,
-               "the read endpoint to reach the demoted primary, now a 'replica'")  # fmt: skip
+    poll(
+        "the write endpoint to reach the new primary",
+        lambda: port_of(eps["write"]) == replica.port,
+        10,
+    )
+    poll(
+        "the read endpoint to reach the demoted primary, now a 'replica'",
+        lambda: port_of(eps["read"]) == primary.port,
+        10,
+    )
     # New sessions opened while HAProxy's checks settle may fail; after that, none does.
-    wait_until(lambda: one(eps["pgpool"], "INSERT INTO routing VALUES (3)") is None, 10,
-               "a write through pgpool")  # fmt: skip
+    poll(
+        "a write through pgpool",
+        lambda: one(eps["pgpool"], "INSERT INTO routing VALUES (3)") is None,
+        10,
+    )
     # HAProxy may still cut a pgpool session while its read-side checks settle (a lost
     # connection, retried); what must never happen is a write reaching the read-only server.
     for _ in range(10):
         assert write_through_pgpool(eps["pgpool"]) == replica.port
-    wait_until(lambda: http("POST", eps["app_pgpool"], {"name": "after"})[0] == 200, 15,
-               "writes through the pgpool app")  # fmt: skip
+    poll(
+        "writes through the pgpool app",
+        lambda: http("POST", eps["app_pgpool"], {"name": "after"})[0] == 200,
+        15,
+    )
     ok = 0
     for _ in range(20):  # once the new primary is up, no write meets a read-only server
         status, body = http("POST", eps["app_pgpool"], {"name": f"after-{ok}"})

@@ -37,7 +37,7 @@ from postgres_ras.demo_app import create_app
 from postgres_ras.demo_app.db import app_conninfo
 from postgres_ras.local.access import endpoints
 from postgres_ras.local.cluster import LocalCluster
-from tests.helpers import local_cluster
+from tests.helpers import local_cluster, poll_value
 
 pytestmark = [pytest.mark.access, pytest.mark.timeout(240)]
 
@@ -56,19 +56,8 @@ MAX_WRITE_OUTAGE_S = 20.0
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float, step: float = 0.2) -> Any:
-    """Poll ``check`` until it returns something truthy (returned); fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-            last = result
-        except Exception as exc:  # a node or an endpoint may be mid-restart: keep polling
-            last = f"{type(exc).__name__}: {exc}"
-        time.sleep(step)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    """``poll_value`` at this module's pace: what ``check`` returned once truthy."""
+    return poll_value(what, check, timeout, step)
 
 
 @dataclass

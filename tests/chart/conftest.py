@@ -17,9 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import helm_binary
+from tests.helpers import ROOT, helm_binary
 
-ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "postgres-ras"
 CI_VALUES = sorted(CHART.glob("ci/*-values.yaml"))
 RELEASE = "pg"
@@ -83,24 +82,6 @@ def helm() -> Helm:
 @pytest.fixture(scope="session")
 def default_docs(helm: Helm) -> list[dict[str, Any]]:
     return helm.render()
-
-
-def find(docs: Iterable[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
-    """The one manifest of ``kind`` (and ``name``); fails naming what was there."""
-    found = [
-        d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)
-    ]
-    if len(found) != 1:
-        have = sorted(f"{d['kind']}/{d['metadata']['name']}" for d in docs)
-        raise AssertionError(f"expected one {kind} {name or ''}, found {len(found)} in {have}")
-    return found[0]
-
-
-def container(pod_spec: dict[str, Any], name: str) -> dict[str, Any]:
-    for c in pod_spec["containers"]:
-        if c["name"] == name:
-            return c
-    raise AssertionError(f"no container {name!r} in {[c['name'] for c in pod_spec['containers']]}")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

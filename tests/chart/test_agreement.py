@@ -20,7 +20,8 @@ import pytest
 from postgres_ras import config
 from postgres_ras.controller.state import Role
 from postgres_ras.pgpool.entrypoint import settings_from_env
-from tests.chart.conftest import CHART, CI_VALUES, NAMESPACE, ROOT, Helm, container, find
+from tests.chart.conftest import CHART, CI_VALUES, NAMESPACE, Helm
+from tests.helpers import ROOT, container, find
 
 POD = "pg-1"
 IMAGES = ROOT / "images"
@@ -431,12 +432,15 @@ def test_role_reads_only_its_own_statefulset(default_docs: list[dict[str, Any]])
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "pg-controller", "namespace": NAMESPACE}
     ]
-    # Only the database pods get an API token.
+    # Only the database pods get an API token ...
     for doc in default_docs:
         if doc["kind"] in ("StatefulSet", "Deployment", "Job"):
             spec = doc["spec"]["template"]["spec"]
             is_db = doc["kind"] == "StatefulSet" and doc["metadata"]["name"] == "pg"
-            assert spec.get("automountServiceAccountToken") is is_db, doc["metadata"]["name"]
+            # ... and the rollout Job, which lists and deletes them (its own Role).
+            is_rollout = doc["kind"] == "Job" and doc["metadata"]["name"] == "pg-rollout"
+            wanted = is_db or is_rollout
+            assert spec.get("automountServiceAccountToken") is wanted, doc["metadata"]["name"]
 
 
 def test_chart_dir_constant() -> None:
@@ -460,35 +464,31 @@ def test_prestop_budget_covers_the_controllers_handover(helm: Helm) -> None:
     )
 
 
-def test_upgrade_handover_job_calls_real_endpoints(default_docs: list[dict[str, Any]]) -> None:
-    """The pre-upgrade Job moves leadership to <release>-0 (restarted last by a rolling
-    update) through the controller API, which lets it in (network + token)."""
-    from postgres_ras.controller import auth
+def test_rollout_job_calls_real_endpoints(default_docs: list[dict[str, Any]]) -> None:
+    """The post-upgrade rollout Job (tests/chart/test_rollout.py) reads GET /cluster and
+    asks POST /switchover of the controller API, which lets it in (network + token)."""
+    import inspect
+
+    from postgres_ras.controller import auth, rollout
     from postgres_ras.controller.api import create_app
 
-    job = find(default_docs, "Job", "pg-upgrade-handover")
-    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-upgrade"
-    ctr = container(job["spec"]["template"]["spec"], "handover")
-    env = {e["name"]: e for e in ctr["env"]}
-    assert env["TARGET"]["value"] == "pg-0"
-    api = urlsplit(env["API"]["value"])
-    assert api.hostname == f"pg-0.pg-headless.{NAMESPACE}.svc.cluster.local"
+    job = find(default_docs, "Job", "pg-rollout")
+    ctr = container(job["spec"]["template"]["spec"], "rollout")
+    args = rollout.parse_args(ctr["args"])
+    api = urlsplit(args.api_url.format(pod=POD))
+    assert api.hostname == f"{POD}.pg-headless.{NAMESPACE}.svc.cluster.local"
     assert api.port == config.ControllerSettings().port
-    assert env["TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "controller-token"
-    script = ctr["command"][-1]
-    compile(script, "handover", "exec")
+    env = {e["name"]: e for e in ctr["env"]}
+    assert env["CONTROLLER_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "controller-token"
     app = create_app(mock.MagicMock())
     rules = {(r.rule, m) for r in app.url_map.iter_rules() for m in r.methods or ()}
     assert ("/cluster", "GET") in rules and ("/switchover", "POST") in rules
-    assert '"/switchover", {"to": target}' in script and '"GET", "/cluster"' in script
+    source = inspect.getsource(rollout.KubeTarget)
+    assert 'requests.get(url + "/cluster"' in source
+    assert 'url + "/switchover"' in source and "requests.post(" in source
     cfg, _ = loaded(default_docs, "controller")
     networks = auth.parse_networks(cfg.controller.allow_networks)
     assert auth.client_allowed("10.244.1.7", networks), "a pod address may ask (with the token)"
-
-
-def test_upgrade_handover_can_be_turned_off(helm: Helm) -> None:
-    docs = helm.render(sets=["upgradeHandover.enabled=false"])
-    assert not [d for d in docs if d["metadata"]["name"] == "pg-upgrade-handover"]
 
 
 def test_pgpool_read_backend_includes_the_primary(default_docs: list[dict[str, Any]]) -> None:

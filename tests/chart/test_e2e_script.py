@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.chart.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def test_e2e_stops_at_once_naming_what_is_missing(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.chart.conftest import CHART, CI_VALUES, COUNTS, KUBE_VERSIONS, Helm, container, find
+from tests.chart.conftest import CHART, CI_VALUES, COUNTS, KUBE_VERSIONS, Helm
+from tests.helpers import container, find
 
 SELECTOR_KEYS = {
     "app.kubernetes.io/name",

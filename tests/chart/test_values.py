@@ -18,7 +18,6 @@ from tests.chart.conftest import CHART, Helm
 SCHEMA = json.loads((CHART / "values.schema.json").read_text())
 VALUES_TEXT = (CHART / "values.yaml").read_text()
 VALUES = yaml.safe_load(VALUES_TEXT)
-KEY_RE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z][A-Za-z0-9_-]*):(?P<rest>.*)$")
 
 
 def resolve(node: dict[str, Any]) -> dict[str, Any]:
@@ -78,29 +77,11 @@ def test_every_object_in_the_schema_refuses_unknown_keys() -> None:
 
 def test_every_value_has_a_doc_comment() -> None:
     """helm-docs style: a `# --` comment above each leaf value (or above its parent)."""
-    lines = VALUES_TEXT.splitlines()
-    stack: list[tuple[int, bool]] = []  # (indent, documented) of the enclosing keys
-    missing = []
-    for i, line in enumerate(lines):
-        m = KEY_RE.match(line)
-        if not m:
-            continue
-        indent = len(m["indent"])
-        while stack and stack[-1][0] >= indent:
-            stack.pop()
-        j = i - 1
-        documented = False
-        while j >= 0 and lines[j].strip().startswith("#"):
-            documented = documented or lines[j].strip().startswith("# --")
-            j -= 1
-        nxt = next(
-            (ln for ln in lines[i + 1 :] if ln.strip() and not ln.strip().startswith("#")), ""
-        )
-        is_parent = not m["rest"].strip() and len(nxt) - len(nxt.lstrip()) > indent
-        inherited = any(doc for _, doc in stack)
-        if not is_parent and not (documented or inherited):
-            missing.append(f"line {i + 1}: {line.strip()}")
-        stack.append((indent, documented or inherited))
+    missing = [
+        f"line {k.number}: {k.line}"
+        for k in values_table.keys(VALUES_TEXT)
+        if not k.is_parent and not k.documented
+    ]
     assert not missing, "values without a '# --' comment:\n" + "\n".join(missing)
 
 

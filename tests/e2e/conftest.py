@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from tests.helpers import poll_value, write_figures
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "postgres-ras"
 ENABLED = os.environ.get("PGRAS_E2E") == "1"
@@ -44,25 +46,14 @@ def pytest_report_header() -> str | None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if FIGURES:
-        terminalreporter.write_line("[e2e] figures:")
-        for key, value in FIGURES.items():
-            terminalreporter.write_line(f"  {key}: {value:.1f}s")
+    write_figures(terminalreporter, "e2e", FIGURES)
 
 
 def wait_for(what: str, predicate: Callable[[], T | None], timeout: float, every: float = 1) -> T:
-    """Poll until ``predicate`` returns a truthy value; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, ValueError) as exc:
-            last = exc
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last})")
+    """``poll_value`` as this tier polls: every ``every`` s; a failed or slow kubectl
+    or unparsable output counts as not yet, any other exception fails at once."""
+    retry_on = (subprocess.CalledProcessError, subprocess.TimeoutExpired, ValueError)
+    return poll_value(what, predicate, timeout, every, retry_on=retry_on)
 
 
 CLIENT_POD = "e2e-client"

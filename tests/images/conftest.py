@@ -41,7 +41,7 @@ import pytest
 
 from postgres_ras.local.haproxy import render_haproxy_cfg
 from postgres_ras.local.layout import Layout, NodePorts
-from tests.helpers import helm_binary
+from tests.helpers import helm_binary, write_figures
 from tests.images import k8s_pod
 from tests.images.pods import (
     BASE_IMAGE,
@@ -250,7 +250,4 @@ def healthy(cluster: DockerCluster) -> DockerCluster:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if FIGURES:
-        terminalreporter.write_line("[images] figures:")
-        for key, value in FIGURES.items():
-            terminalreporter.write_line(f"  {key}: {value:.1f}s")
+    write_figures(terminalreporter, "images", FIGURES)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+from tests.helpers import poll_value
 from tests.images import k8s_pod
 
 TAG = os.environ.get("TAG", "dev")
@@ -79,16 +80,16 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, Any]:
         return status, body.decode(errors="replace")
 
 
-def wait_for(what: str, predicate: Callable[[], T], timeout: float, interval: float = 0.5) -> T:
-    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+def wait_for(
+    what: str,
+    predicate: Callable[[], T | None],
+    timeout: float,
+    interval: float = 0.5,
+    detail: Callable[[], object] | None = None,
+) -> T:
+    """``poll_value`` as this tier polls: every ``interval`` s, and an exception in
+    ``predicate`` (an exited container, a docker error) fails at once."""
+    return poll_value(what, predicate, timeout, interval, retry_on=(), detail=detail)
 
 
 def run_probe(probe: k8s_pod.Probe, ip: str, container: str) -> bool:
@@ -369,9 +370,16 @@ class DockerCluster:
             return None
 
         try:
-            return wait_for("one primary and streaming replicas", state, timeout, 1.0)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\ncluster view:\n{self.describe()}") from None
+            return wait_for(
+                "one primary and streaming replicas", state, timeout, 1.0, detail=self.describe
+            )
+        except AssertionError as exc:  # a container exited
+            raise AssertionError(f"{exc}\n{self.describe()}") from None
+
+    def wait_replica(self, pod: str, what: str, timeout: float) -> None:
+        """Until ``pod``'s controller answers /replica (a streaming replica); on timeout
+        the failure shows the cluster view."""
+        wait_for(what, lambda: self.api(pod, "/replica")[0] == 200, timeout, detail=self.describe)
 
     def fail_if_exited(self) -> None:
         """Fail at once, with its log, when a pod's container has exited by itself."""
@@ -389,8 +397,8 @@ class DockerCluster:
         for pod in self.pods:
             status, body = self.api(pod, "/cluster")
             if status == 200:
-                return json.dumps(body, indent=1, default=str)
-        return "(no controller answered /cluster)"
+                return "cluster view:\n" + json.dumps(body, indent=1, default=str)
+        return "cluster view:\n(no controller answered /cluster)"
 
     # -- SQL -------------------------------------------------------------------------
     def conninfo(self, host: str, port: int = PG_PORT) -> str:

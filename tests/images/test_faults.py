@@ -93,10 +93,7 @@ def test_killed_pod_recreated_on_its_volume_rejoins_as_replica(table: DockerClus
 
     t0 = time.monotonic()
     cluster.recreate_pod(old)
-    try:
-        wait_for(f"{old} to answer /replica", lambda: cluster.api(old, "/replica")[0] == 200, 90)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\ncluster view:\n{cluster.describe()}") from None
+    cluster.wait_replica(old, f"{old} to answer /replica", 90)
     figure("recreate killed primary pod on its volume -> streaming replica", time.monotonic() - t0)
 
     def has_data() -> bool:
@@ -138,12 +135,7 @@ def test_partitioned_primary_is_fenced_and_rejoins(table: DockerCluster) -> None
     acks_new = {s for s, ip, _ in writer.acks if ip == new_ip}
     t1 = time.monotonic()
     cluster.connect(old)
-    try:
-        wait_for(
-            f"{old} to rejoin as a replica", lambda: cluster.api(old, "/replica")[0] == 200, 120
-        )
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\ncluster view:\n{cluster.describe()}") from None
+    cluster.wait_replica(old, f"{old} to rejoin as a replica", 120)
     figure("reconnect -> old primary streams as replica", time.monotonic() - t1)
     assert cluster.primaries() == [new], f"primaries after rejoin: {cluster.primaries()}"
     lost = acks_new - (seqs_on(cluster.pod_conninfo(new)) or set())
@@ -177,7 +169,7 @@ def test_frozen_controller_primary_is_fenced(table: DockerCluster) -> None:
         wait_for(f"{new} to pass its readiness probe", lambda: cluster.probe(new, "readiness"), 10)
     finally:
         cluster.signal_processes(old, "controller", "CONT")
-    wait_for(f"{old} to follow {new}", lambda: cluster.api(old, "/replica")[0] == 200, 120)
+    cluster.wait_replica(old, f"{old} to follow {new}", 120)
     assert cluster.primaries() == [new], cluster.primaries()
 
 
@@ -221,7 +213,7 @@ def test_delete_primary_pod_hands_over(table: DockerCluster) -> None:
 
     t1 = time.monotonic()
     cluster.recreate_pod(old)
-    wait_for(f"{old} back as a replica", lambda: cluster.api(old, "/replica")[0] == 200, 90)
+    cluster.wait_replica(old, f"{old} back as a replica", 90)
     figure("deleted primary pod recreated -> streaming replica", time.monotonic() - t1)
 
 
@@ -245,19 +237,23 @@ def test_probes_through_a_basebackup(table: DockerCluster) -> None:
     cluster.create_pod(int(victim.rsplit("-", 1)[1]), ingress_rate="120mbit")
 
     samples: list[tuple[float, bool | None, bool | None, bool, str | None]] = []
-    deadline = t0 + 180
-    while time.monotonic() < deadline:
+
+    def sample() -> bool:
         live = cluster.probe(victim, "liveness")
         ready = cluster.probe(victim, "readiness")
         status, body = cluster.api(victim, "/status")
         job = body.get("job") if status == 200 and isinstance(body, dict) else None
         streaming = cluster.api(victim, "/replica")[0] == 200
         samples.append((time.monotonic() - t0, live, ready, streaming, job))
-        if streaming and ready:
-            break
-        time.sleep(0.3)
-    else:
-        raise AssertionError(f"{victim} did not become a ready replica in 180s: {samples[-5:]}")
+        return streaming and bool(ready)
+
+    wait_for(
+        f"{victim} to become a ready replica within 180s of its recreation",
+        sample,
+        t0 + 180 - time.monotonic(),
+        0.3,
+        detail=lambda: f"last samples: {samples[-5:]}",
+    )
     figure("empty volume -> cloned, streaming and ready", time.monotonic() - t0)
 
     jobs = {job for *_, job in samples if job}

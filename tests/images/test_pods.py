@@ -97,10 +97,9 @@ def test_healthchecks_report_healthy(healthy: DockerCluster) -> None:
                 out.append(f"{name}={health}")
         return out
 
-    try:
-        wait_for("every container to report healthy", lambda: not unhealthy(), 90, 1.0)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}: {unhealthy()}") from None
+    wait_for(
+        "every container to report healthy", lambda: not unhealthy(), 90, 1.0, detail=unhealthy
+    )
 
 
 # ---------------------------------------------------------------------------- stop

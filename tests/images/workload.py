@@ -145,9 +145,11 @@ class Writer:
 
 def first_write_through(conninfo: str, since: float, phase: str, timeout: float = 90) -> float:
     """Seconds from ``since`` to the first write acknowledged through ``conninfo``."""
-    while write(conninfo, next_seq(), phase) is None:
-        assert time.monotonic() - since < timeout, (
-            f"no write through {conninfo.split()[0]} within {timeout}s: {LAST_ERROR}"
-        )
-        time.sleep(0.1)
+    wait_for(
+        f"a write through {conninfo.split()[0]} within {timeout}s",
+        lambda: write(conninfo, next_seq(), phase) is not None,
+        since + timeout - time.monotonic(),
+        0.1,
+        detail=lambda: f"last error: {LAST_ERROR}",
+    )
     return time.monotonic() - since

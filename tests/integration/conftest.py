@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pytest
 from postgres_ras.local.cluster import LocalCluster, MemberRow
 from postgres_ras.local.layout import Layout
 from postgres_ras.local.workload import multi_host_dsn
-from tests.helpers import dump_logs
+from tests.helpers import dump_logs, poll, poll_value
 
 BASE_PORT = int(os.environ.get("PGRAS_TEST_BASE_PORT", "26000"))
 
@@ -76,16 +75,9 @@ class Harness:
         return row
 
     def wait_for(self, what: str, check: Callable[[], bool], timeout: float) -> float:
-        """Poll ``check`` until true; returns the seconds it took; fails after ``timeout``."""
-        start = time.monotonic()
-        while time.monotonic() - start < timeout:
-            try:
-                if check():
-                    return time.monotonic() - start
-            except Exception:  # a check may hit a node mid-restart; keep polling
-                pass
-            time.sleep(0.1)
-        pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        """Poll ``check`` until true (an exception counts as not yet: a node may be
+        mid-restart); returns the seconds it took; fails after ``timeout``."""
+        return poll(what, check, timeout)
 
     def wait_log(self, process: str, text: str, timeout: float = 5.0) -> str:
         """Wait until ``text`` is in ``process``'s log (e.g. ``node1-controller``); return the log.
@@ -99,9 +91,7 @@ class Harness:
         return path.read_text(errors="replace")
 
     def wait_new_leader(self, old: str, timeout: float = 30.0) -> str:
-        holder: list[str] = []
-
-        def changed() -> bool:
+        def new_leader() -> str | None:
             row = self.c.leader()
             if (
                 row is not None
@@ -109,12 +99,10 @@ class Harness:
                 and row.role == "primary"
                 and row.state == "running"
             ):
-                holder.append(row.name)
-                return True
-            return False
+                return row.name
+            return None
 
-        self.wait_for(f"a leader other than {old}", changed, timeout)
-        return holder[-1]
+        return poll_value(f"a leader other than {old}", new_leader, timeout)
 
     def wait_streaming_replica(self, name: str, timeout: float = 30.0) -> float:
         """Wait until ``name`` is listed as a replica streaming from the leader."""

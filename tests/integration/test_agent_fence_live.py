@@ -21,6 +21,7 @@ from pathlib import Path
 import requests
 import yaml
 
+from tests.helpers import poll
 from tests.integration.conftest import BASE_PORT, Harness
 
 
@@ -83,14 +84,12 @@ def test_agent_api_token_and_lease(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{port}"
     good = {"Authorization": "Bearer s3cret-agent-token"}
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                requests.get(url + "/status", timeout=1)
-                break
-            except requests.RequestException:
-                assert time.monotonic() < deadline, "agent did not start"
-                time.sleep(0.1)
+        poll(
+            "the agent to start (any answer on /status)",
+            lambda: requests.get(url + "/status", timeout=1).status_code > 0,
+            20,
+            retry_on=(requests.RequestException,),
+        )
         assert requests.get(url + "/status", timeout=2).status_code == 401
         bad = {"Authorization": "Bearer nope"}
         assert requests.post(url + "/stop", json={}, headers=bad, timeout=2).status_code == 401

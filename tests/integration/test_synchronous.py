@@ -15,6 +15,7 @@ from postgres_ras.dcs.base import parse_sync
 from postgres_ras.dcs.consul import client as consul_client
 from postgres_ras.dcs.consul import cluster_prefix
 from postgres_ras.local.workload import Writer, lost_writes
+from tests.helpers import poll_value
 from tests.integration.conftest import Harness
 
 
@@ -30,9 +31,8 @@ def ssn(h: Harness, name: str) -> str:
 
 def wait_sync_standby(h: Harness, timeout: float = 30.0) -> str:
     """Wait until the key names a streaming replica that the leader requires; its name."""
-    found: list[str] = []
 
-    def named() -> bool:
+    def named() -> str | None:
         leader = h.leader()
         names = sync_names(h)
         rows = {r.name: r for r in h.c.members()}
@@ -42,12 +42,10 @@ def wait_sync_standby(h: Harness, timeout: float = 30.0) -> str:
             and names[0] in ssn(h, leader.name)
             and rows[names[0]].sync_standby  # pgras list shows it too
         ):
-            found.append(names[0])
-            return True
-        return False
+            return names[0]
+        return None
 
-    h.wait_for("a confirmed synchronous standby", named, timeout)
-    return found[-1]
+    return poll_value("a confirmed synchronous standby", named, timeout)
 
 
 def test_kill_primary_in_synchronous_mode_loses_no_acknowledged_write(cluster: Harness) -> None:

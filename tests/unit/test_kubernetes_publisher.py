@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from lightkube import KubeConfig
 from lightkube.config.models import Cluster, User
+from tests.helpers import poll, poll_value
 
 from postgres_ras.config import PublisherSettings
 from postgres_ras.controller.kubernetes import (
@@ -197,13 +198,13 @@ class RecordedApi:
             return [(c.method, c.path) for c in self.calls]
 
     def wait_calls(self, n: int, timeout: float = 5.0) -> list[Call]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def enough() -> list[Call]:
             with self.lock:
-                if len(self.calls) >= n:
-                    return list(self.calls)
-            time.sleep(0.01)
-        raise AssertionError(f"expected {n} API calls within {timeout}s, got {self.sequence()}")
+                return list(self.calls) if len(self.calls) >= n else []
+
+        return poll_value(
+            f"{n} API calls", enough, timeout, 0.01, retry_on=(), detail=self.sequence
+        )
 
 
 @pytest.fixture
@@ -459,9 +460,7 @@ def test_leader_deletes_the_pod_of_a_member_gone_too_long(
     p = publisher_factory(url, resync=0.1, delete_unreachable_after=0.3)
     p.view = lambda: LeaderView(leading=True, members=frozenset({"pg-1"}))
     p.publish("primary")
-    deadline = time.monotonic() + 5
-    while ("DELETE", POD0) not in recorded.sequence() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    poll(f"DELETE {POD0}", lambda: ("DELETE", POD0) in recorded.sequence(), 5, 0.02, retry_on=())
     calls = list(recorded.calls)
     deletes = [c for c in calls if c.method == "DELETE"]
     assert [c.path for c in deletes] == [POD0]  # never ours, never one already terminating
