@@ -14,7 +14,12 @@ import click
 from postgres_ras import config as config_mod
 from postgres_ras import log
 from postgres_ras.errors import FatalError, PgrasError
-from postgres_ras.local.layout import DEFAULT_BASE_PORT, Layout
+from postgres_ras.local.layout import (
+    CONSUL_SERVER_COUNTS,
+    DEFAULT_BASE_PORT,
+    Layout,
+    check_consul_servers,
+)
 
 
 def default_work_dir() -> Path:
@@ -131,6 +136,17 @@ def check_config(path: str) -> None:
     click.echo(config_mod.dump(cfg), nl=False)
 
 
+def _consul_servers_option(
+    ctx: click.Context, param: click.Parameter, value: int | None
+) -> int | None:
+    if value is None:
+        return None
+    try:
+        return check_consul_servers(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--consul-servers "), ctx, param) from None
+
+
 @main.command()
 @click.option(
     "--nodes",
@@ -151,13 +167,34 @@ def check_config(path: str) -> None:
     is_flag=True,
     help="Turn synchronous_mode on in the dynamic config (no acknowledged write lost).",
 )
+@click.option(
+    "--consul-servers",
+    type=int,
+    default=None,
+    callback=_consul_servers_option,
+    help=(
+        f"Consul servers: {', '.join(map(str, CONSUL_SERVER_COUNTS[:-1]))} or "
+        f"{CONSUL_SERVER_COUNTS[-1]}; set when the cluster is made, kept after [default: 1]."
+    ),
+)
 @click.pass_context
 def up(
-    ctx: click.Context, nodes: int | None, no_access: bool, timeout: float, synchronous: bool
+    ctx: click.Context,
+    nodes: int | None,
+    no_access: bool,
+    timeout: float,
+    synchronous: bool,
+    consul_servers: int | None,
 ) -> None:
     """Start the local cluster (or whatever part of it is not running)."""
     cluster = _local(ctx)
-    cluster.up(nodes=nodes, access=not no_access, wait=timeout, synchronous=synchronous)
+    cluster.up(
+        nodes=nodes,
+        access=not no_access,
+        wait=timeout,
+        synchronous=synchronous,
+        consul_servers=consul_servers,
+    )
     _print_members(cluster, as_json=False)
 
 

@@ -122,12 +122,12 @@ class Harness:
 def make_cluster(request: pytest.FixtureRequest) -> Iterator[Callable[..., Harness]]:
     made: list[LocalCluster] = []
 
-    def make(nodes: int = 3, access: bool = False) -> Harness:
+    def make(nodes: int = 3, access: bool = False, consul_servers: int = 1) -> Harness:
         work = Path(tempfile.mkdtemp(prefix="pgras-it-", dir="/tmp"))
         work.chmod(0o755)
         cluster = LocalCluster(Layout(work, BASE_PORT))
         made.append(cluster)
-        cluster.up(nodes=nodes, access=access, wait=90)
+        cluster.up(nodes=nodes, access=access, wait=90, consul_servers=consul_servers)
         return Harness(cluster)
 
     yield make

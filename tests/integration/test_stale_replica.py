@@ -62,6 +62,11 @@ def _wait_caught_up(h: Harness, leader: str, replica: str) -> None:
     )
 
 
+def _no_leader_nor_members(h: Harness) -> bool:
+    c = h.c.raw_cluster()
+    return c.leader is None and not c.members and not c.invalid_members
+
+
 def _restart_stale_first(h: Harness, stale: str) -> list[str]:
     """Start Consul and the stale node alone, then the others; report if it was ever writable."""
     seen: list[str] = []
@@ -76,7 +81,7 @@ def _restart_stale_first(h: Harness, stale: str) -> list[str]:
     consul_server.start(h.c.layout, h.c.table)
     # Until the dead leader's session has lapsed (Consul may keep one up to twice its 10 s
     # TTL), taking its leader and member keys: the stale member then finds nobody to ask.
-    h.wait_for("the old leader lock to lapse", lambda: h.c.raw_cluster() == (None, {}), 45)
+    h.wait_for("the old leader lock to lapse", lambda: _no_leader_nor_members(h), 45)
     h.c.start_node(h.c.layout.node(int(stale.removeprefix("node"))))
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()

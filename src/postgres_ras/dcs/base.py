@@ -32,10 +32,14 @@ class Member:
     lsn: int | None
     nofailover: bool
     session: str | None
+    # Shown by ``pgras list`` (the controller decides on what it probes itself, not these).
+    streaming: bool = False
+    sync_standby: bool = False
 
     @classmethod
     def from_json(cls, name: str, raw: bytes | str | None, session: str | None) -> Member | None:
-        """Parse a member value; None when the value is nonsense (it is then ignored)."""
+        """Parse a member value; None when the value is nonsense (never trusted: the
+        parser lists its name in ``Cluster.invalid_members`` instead)."""
         try:
             data = json.loads(raw or b"")
             if not isinstance(data, dict):
@@ -58,6 +62,8 @@ class Member:
                 else (int(lsn) if lsn is not None else None),
                 nofailover=bool(data.get("tags", {}).get("nofailover", False)),
                 session=session,
+                streaming=bool(data.get("streaming", False)),
+                sync_standby=bool(data.get("sync_standby", False)),
             )
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
             return None

@@ -80,7 +80,15 @@ def client(
 
 
 def parse_cluster(prefix: str, index: int, items: list[dict[str, Any]] | None) -> Cluster:
-    """Turn the raw KV entries of one prefix into a Cluster snapshot (pure)."""
+    """Turn the raw KV entries of one prefix into a Cluster snapshot (pure).
+
+    The one parser of the cluster prefix: the controller (``ConsulDCS.get_cluster``) and
+    ``pgras list`` (``LocalCluster.raw_cluster``) both read the store through it. It never
+    raises on a value: a member key whose value does not parse (not JSON, not an object,
+    a required field missing or out of range) becomes no Member, so the controller never
+    follows or promotes it, and its name goes to ``invalid_members``, which the API and
+    ``pgras list`` show. Other nonsense values are dropped (None or empty).
+    """
     fields: dict[str, Any] = {}
     members: list[Member] = []
     invalid: list[str] = []

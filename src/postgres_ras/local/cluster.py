@@ -1,4 +1,4 @@
-"""The local cluster: one Consul server, N nodes (agent + controller + postgres), access layer.
+"""The local cluster: Consul (1, 3 or 5 servers), N nodes (agent, controller, postgres), access.
 
 ``up`` is idempotent: it starts whatever is missing, so a killed node comes
 back with ``pgras up``. Every process is tracked by a PID file under the
@@ -26,13 +26,13 @@ import yaml
 from pydantic import SecretStr
 
 from postgres_ras.config import NodeConfig
+from postgres_ras.dcs.base import Cluster
 from postgres_ras.dcs.consul import client as consul_client
-from postgres_ras.dcs.consul import cluster_prefix
+from postgres_ras.dcs.consul import cluster_prefix, parse_cluster
 from postgres_ras.errors import DCSError, FatalError
 from postgres_ras.local import consul_server
-from postgres_ras.local.layout import Layout, NodePorts
+from postgres_ras.local.layout import Layout, NodePorts, check_consul_servers
 from postgres_ras.local.procs import ProcessTable
-from postgres_ras.lsn import parse_lsn
 
 
 @dataclass(frozen=True)
@@ -73,20 +73,47 @@ class LocalCluster:
         path.write_text(json.dumps(data, indent=2))
         path.chmod(0o600)
 
-    def _ensure_state(self, nodes: int | None) -> dict[str, Any]:
+    def _ensure_state(self, nodes: int | None, consul_servers: int | None = None) -> dict[str, Any]:
+        if consul_servers is not None:
+            try:
+                check_consul_servers(consul_servers)
+            except ValueError as exc:
+                raise FatalError(str(exc)) from None
         data = self.state()
         if not data:
             data = {
                 "cluster": self.layout.cluster,
                 "base_port": self.layout.base_port,
                 "nodes": nodes or 3,
+                "consul_servers": consul_servers or 1,
                 "superuser_password": secrets.token_urlsafe(12),
                 "replication_password": secrets.token_urlsafe(12),
             }
-        elif nodes is not None:
-            data["nodes"] = nodes
+        else:
+            if consul_servers is not None and consul_servers != self.consul_servers:
+                # Raft keeps its membership in the servers' data: a grown or shrunk set of
+                # servers would not agree on a quorum with the one it was made with.
+                raise FatalError(
+                    f"the cluster in {self.layout.work_dir} was made with --consul-servers "
+                    f"{self.consul_servers}; the count cannot change (start it without "
+                    f"--consul-servers, or delete it with `pgras down --destroy` first)"
+                )
+            if nodes is not None:
+                data["nodes"] = nodes
         self._save_state(data)
         return data
+
+    @property
+    def consul_servers(self) -> int:
+        """How many Consul servers this cluster runs (1 for clusters made before the option)."""
+        try:
+            return check_consul_servers(int(self.state().get("consul_servers", 1)))
+        except (TypeError, ValueError):
+            return 1
+
+    def consul_names(self) -> list[str]:
+        """The ProcessTable names of this cluster's Consul servers."""
+        return consul_server.names(self.layout, self.consul_servers)
 
     @property
     def superuser(self) -> tuple[str, str]:
@@ -122,7 +149,7 @@ class LocalCluster:
                     "agent_url": f"http://127.0.0.1:{ports.agent}",
                     "auth_token": self.controller_token(),
                 },
-                "consul": {"url": self.layout.consul_url},
+                "consul": {"url": self.layout.node_consul(ports.index, self.consul_servers).url},
             }
         )
 
@@ -193,12 +220,14 @@ class LocalCluster:
         access: bool = True,
         wait: float = 120.0,
         synchronous: bool = False,
+        consul_servers: int | None = None,
     ) -> None:
+        """``consul_servers``: 1, 3 or 5 for a new cluster; an existing one keeps its count."""
         self._check_reachable_by_pg_user()
         self.layout.work_dir.mkdir(parents=True, exist_ok=True)
         self.layout.work_dir.chmod(0o755)
-        st = self._ensure_state(nodes)
-        consul_server.start(self.layout, self.table)
+        st = self._ensure_state(nodes, consul_servers)
+        consul_server.start(self.layout, self.table, servers=self.consul_servers)
         if synchronous:
             self.set_dynamic({"synchronous_mode": True})
         for i in range(1, int(st["nodes"]) + 1):
@@ -260,28 +289,22 @@ class LocalCluster:
             time.sleep(0.2)
 
     # --- observation ------------------------------------------------------------------
-    def raw_cluster(self) -> tuple[str | None, dict[str, dict[str, Any]]]:
+    def raw_cluster(self) -> Cluster:
+        """The cluster prefix as the controllers read it (the same parser, ``parse_cluster``)."""
         prefix = cluster_prefix(self.layout.cluster)
-        try:
-            _, items = consul_client(self.layout.consul_url, timeout=2).kv.get(prefix, recurse=True)
-        except Exception as exc:  # translated for the CLI: any client failure means "unreachable"
-            raise DCSError(
-                f"Consul at {self.layout.consul_url} unreachable ({type(exc).__name__}): is the "
-                f"cluster in {self.layout.work_dir} running? start it with `pgras up`"
-            ) from None
-        leader: str | None = None
-        members: dict[str, dict[str, Any]] = {}
-        for item in items or []:
-            key = item["Key"][len(prefix) :]
-            value = (item.get("Value") or b"").decode()
-            if key == "leader":
-                leader = value or None
-            elif key.startswith("members/"):
-                try:
-                    members[key[len("members/") :]] = json.loads(value)
-                except ValueError:
-                    members[key[len("members/") :]] = {"role": "invalid", "state": "invalid"}
-        return leader, members
+        failures = []
+        # Any server answers for the cluster: with --consul-servers 3 the first may be down.
+        for server in self.layout.consul_servers(self.consul_servers):
+            try:
+                index, items = consul_client(server.url, timeout=2).kv.get(prefix, recurse=True)
+            except Exception as exc:  # translated for the CLI: any failure means "unreachable"
+                failures.append(f"{server.url} ({type(exc).__name__})")
+                continue
+            return parse_cluster(prefix, int(index or 0), items)
+        raise DCSError(
+            f"Consul at {', '.join(failures)} unreachable: is the cluster in "
+            f"{self.layout.work_dir} running? start it with `pgras up`"
+        )
 
     def members(self, probe: bool = False) -> list[MemberRow]:
         """Members from Consul, plus every node of this local cluster whose key lapsed.
@@ -290,14 +313,35 @@ class LocalCluster:
         ``probe`` a member whose REST API does not answer is shown ``unreachable``, so a
         killed leader is not reported as running while its key waits out the TTL.
         """
-        leader, raw = self.raw_cluster()
-        leader_lsn = _lsn(raw.get(leader or "", {}).get("lsn"))
-        urls = {n: str(m.get("api_url", "")) for n, m in raw.items()}
+        cluster = self.raw_cluster()
+        leader = cluster.leader.name if cluster.leader else None
+        leader_member = cluster.leader_member
+        leader_lsn = leader_member.lsn if leader_member else None
+        parsed = {m.name: m for m in cluster.members}
+        invalid = set(cluster.invalid_members)
+        urls = {n: m.api_url for n, m in parsed.items()}
         reachable = _answers(urls) if probe else {}
         rows = []
         user, password = self.superuser
-        for name in sorted(set(raw) | set(self.node_names()), key=_natural):
-            m = raw.get(name)
+        for name in sorted(set(parsed) | invalid | set(self.node_names()), key=_natural):
+            if name in invalid:  # its key is there but does not parse: shown, never trusted
+                rows.append(
+                    MemberRow(
+                        name=name,
+                        host="?",
+                        port=0,
+                        role="invalid",
+                        state="invalid",
+                        timeline=None,
+                        lag=None,
+                        leader=name == leader,
+                        streaming=False,
+                        api_url="",
+                        conninfo=f"host=? port=0 user={user} password={password} dbname=postgres",
+                    )
+                )
+                continue
+            m = parsed.get(name)
             if m is None:
                 ports = self.layout.node(int(name[4:])) if name[4:].isdigit() else None
                 rows.append(
@@ -316,27 +360,26 @@ class LocalCluster:
                     )
                 )
                 continue
-            lsn = _lsn(m.get("lsn"))
             lag = (
                 None
-                if name == leader or lsn is None or leader_lsn is None
-                else max(0, leader_lsn - lsn)
+                if name == leader or m.lsn is None or leader_lsn is None
+                else max(0, leader_lsn - m.lsn)
             )
-            host, port = str(m.get("conn_host", "?")), int(m.get("conn_port") or 0)
+            host, port = m.conn_host, m.conn_port
             answers = reachable.get(name, True)
             rows.append(
                 MemberRow(
                     name=name,
                     host=host,
                     port=port,
-                    role=str(m.get("role", "?")),
-                    state=str(m.get("state", "?")) if answers else "unreachable",
-                    timeline=m.get("timeline"),
+                    role=m.role,
+                    state=m.state if answers else "unreachable",
+                    timeline=m.timeline,
                     lag=lag,
                     leader=name == leader,
-                    streaming=bool(m.get("streaming")) and answers,
-                    api_url=str(m.get("api_url", "")),
-                    sync_standby=bool(m.get("sync_standby")) and name != leader,
+                    streaming=m.streaming and answers,
+                    api_url=m.api_url,
+                    sync_standby=m.sync_standby and name != leader,
                     conninfo=(
                         f"host={host} port={port} user={user} password={password} dbname=postgres"
                     ),
@@ -482,13 +525,6 @@ class LocalCluster:
             pass
         if wait:
             self.wait_healthy(nodes, wait)
-
-
-def _lsn(value: Any) -> int | None:
-    try:
-        return parse_lsn(value) if isinstance(value, str) else None
-    except ValueError:
-        return None
 
 
 def _answers(urls: dict[str, str], timeout: float = 0.5) -> dict[str, bool]:

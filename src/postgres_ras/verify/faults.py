@@ -9,9 +9,11 @@ and of the access layer alive, held for a few polls in a row.
 Faults: ``kill-primary`` (SIGKILL controller, agent, postmaster), ``kill-controller``
 and ``kill-agent`` (the primary's; a killed agent comes back after
 RESTART_DELAY), ``stop-primary`` (the whole node SIGSTOPped for ttl + 2 s),
-``kill-replica``, ``restart-consul``, ``double`` (the primary, then the new
-primary before the old one is back), ``restart-pgpool`` and, as root,
-``partition-primary`` (see ``partition.py``).
+``kill-replica``, ``restart-consul`` (Consul server 0), ``kill-consul-leader``
+(SIGKILL the raft leader of a cluster made with ``--consul-servers 3`` or 5;
+the survivors elect another, it comes back with ``up``), ``double`` (the
+primary, then the new primary before the old one is back), ``restart-pgpool``
+and, as root, ``partition-primary`` (see ``partition.py``).
 
 Guarantees: every wait is bounded; a frozen node is always resumed (SIGCONT
 in ``finally``) and a partition always healed (``finally``); only processes
@@ -44,13 +46,16 @@ FAULTS = (
     "stop-primary",
     "kill-replica",
     "restart-consul",
+    "kill-consul-leader",
     "double",
     "repeat",
     "restart-pgpool",
     "partition-primary",
 )
-NOT_AVAILABLE = {
-    "kill-consul-leader": "the local cluster runs one Consul server (needs --consul-servers 3)",
+# Faults that need more than one Consul server: a lone server's loss is an outage of the
+# whole DCS, not an election among survivors.
+NEEDS_CONSUL_QUORUM = {
+    "kill-consul-leader": "kill-consul-leader needs a cluster started with --consul-servers 3",
 }
 REPEAT_DEFAULT = 10
 # How long a killed agent stays dead before it is started again (a container restart).
@@ -113,7 +118,7 @@ class Injector:
 
     def full_strength(self) -> bool:
         table = self.cluster.table
-        procs = ["consul", "haproxy", "pgpool"]
+        procs = [*self.cluster.consul_names(), "haproxy", "pgpool"]
         procs += [f"{n}-{c}" for n in self.nodes for c in ("agent", "controller")]
         if any(table.get(p) is None for p in procs):
             return False
@@ -144,12 +149,15 @@ class Injector:
             "stop-primary": self._stop_primary,
             "kill-replica": self._kill_replica,
             "restart-consul": self._restart_consul,
+            "kill-consul-leader": self._kill_consul_leader,
             "double": self._double,
             "restart-pgpool": self._restart_pgpool,
             "partition-primary": self._partition_primary,
         }
         if name not in actions:
             raise FaultError(f"unknown fault {name!r}")
+        if name in NEEDS_CONSUL_QUORUM and self.cluster.consul_servers < 3:
+            raise FaultError(NEEDS_CONSUL_QUORUM[name])
         before = self.leader()
         started = self.clock()
         log.info("%s: injecting (leader %s)", label, before)
@@ -230,7 +238,11 @@ class Injector:
                 [p for n in others for p in self.cluster.node_pids(n)],
                 self._ports(name),
                 [p for n in others for p in self._ports(n)],
-                [layout.consul_http, layout.consul_server, layout.consul_serf],
+                [
+                    port
+                    for server in layout.consul_servers(self.cluster.consul_servers)
+                    for port in (server.http, server.server, server.serf)
+                ],
             )
             new = self._wait_leader({name}, self._failover_window())
             time.sleep(2)
@@ -259,8 +271,21 @@ class Injector:
     def _restart_consul(self, leader: str | None) -> tuple[str | None, str]:
         table, layout = self.cluster.table, self.cluster.layout
         table.stop(consul_server.NAME, timeout=10)
-        consul_server.start(layout, table)
-        return "consul", ""
+        consul_server.start(layout, table, servers=self.cluster.consul_servers)
+        return consul_server.NAME, ""
+
+    def _kill_consul_leader(self, leader: str | None) -> tuple[str | None, str]:
+        """SIGKILL the Consul raft leader and wait (bounded) until the survivors agree on
+        another; ``inject`` then restarts it through ``up``, which waits until it is back
+        among the peers. No failover is due: the survivors keep a quorum."""
+        table, layout = self.cluster.table, self.cluster.layout
+        servers = self.cluster.consul_servers
+        killed = consul_server.kill_leader(layout, table, servers)
+        t0 = time.monotonic()
+        new = consul_server.wait_new_leader(layout, servers, killed, self._failover_window())
+        took = time.monotonic() - t0
+        elected = f"{new.name} elected in {took:.1f}s" if new else f"no new leader in {took:.0f}s"
+        return killed.name, f"Consul leader {killed.name} killed; {elected}"
 
     def _restart_pgpool(self, leader: str | None) -> tuple[str | None, str]:
         # SIGINT is pgpool's fast shutdown, as local/access.py stops it.

@@ -33,7 +33,7 @@ from postgres_ras.errors import DCSError, FatalError, PgrasError
 from postgres_ras.lsn import parse_lsn
 from postgres_ras.verify import checker, partition, report
 from postgres_ras.verify.events import FinalState, Recording, recording_to_json
-from postgres_ras.verify.faults import FAULTS, NOT_AVAILABLE, REPEAT_DEFAULT, Injector
+from postgres_ras.verify.faults import FAULTS, NEEDS_CONSUL_QUORUM, REPEAT_DEFAULT, Injector
 from postgres_ras.verify.workload import TABLE, Workload, prepare
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,6 @@ def parse_faults(text: str) -> tuple[tuple[str, str], ...]:
         if not raw:
             continue
         name, _, count = raw.partition(":")
-        if name in NOT_AVAILABLE:
-            raise FatalError(f"fault {name} is not available here: {NOT_AVAILABLE[name]}")
         if name == "partition-primary" and partition.unavailable():
             raise FatalError(f"fault {name} is not available here: {partition.unavailable()}")
         if name not in FAULTS:
@@ -86,6 +84,19 @@ def parse_faults(text: str) -> tuple[tuple[str, str], ...]:
         else:
             out.append((name, name))
     return tuple(out)
+
+
+def check_consul_servers(cluster: Any, faults: tuple[tuple[str, str], ...]) -> None:
+    """Refuse, before anything starts, a fault the cluster's Consul servers cannot take
+    (parse_faults cannot: it runs before the cluster is known)."""
+    servers = int(cluster.consul_servers)
+    for name in dict.fromkeys(name for name, _ in faults):
+        if name in NEEDS_CONSUL_QUORUM and servers < 3:
+            raise FatalError(
+                f"fault {name} is not available here: {NEEDS_CONSUL_QUORUM[name]} "
+                f"(the cluster in {cluster.layout.work_dir} runs {servers} Consul server"
+                f"{'s' if servers != 1 else ''})"
+            )
 
 
 # --- the cluster's dynamic config -------------------------------------------------------
@@ -241,6 +252,7 @@ def verify(
     from postgres_ras.local import access
 
     layout, table = cluster.layout, cluster.table
+    check_consul_servers(cluster, opts.faults)
     if table.get("haproxy") is None:
         raise FatalError(
             "pgras verify writes through the write endpoint: HAProxy is not running; start the "

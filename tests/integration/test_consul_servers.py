@@ -1,0 +1,230 @@
+"""A 3-server Consul losing its raft leader causes no failover (issue 9.15).
+
+Three nodes, three real Consul servers (``--consul-servers 3``); node i's
+controller talks to server (i-1) mod 3, as a pod talks to its local Consul
+agent. A writer runs on the primary; the Consul raft leader is SIGKILLed and
+restarted (as ``kill-consul-leader`` in verify does). Checked: the
+postgres-ras leader key never names another node, at most one node is
+writable at every check, no acknowledged write is lost.
+
+Two cases, because they stress different timings: the killed server is a
+replica's (the primary's controller only waits out the Raft election through
+a surviving server: no failover), or the primary's own (its controller cannot
+reach Consul at all until the server is back, so its agent fences it once
+``retry_timeout`` lapses, and a replica may take over: allowed, provided the
+log names the lease that lapsed; still one writable node and nothing lost).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from postgres_ras.dcs.consul import client as consul_client
+from postgres_ras.dcs.consul import cluster_prefix
+from postgres_ras.local import consul_server
+from postgres_ras.local.layout import ConsulPorts
+from postgres_ras.local.workload import Writer, lost_writes
+from tests.integration.conftest import Harness
+
+SERVERS = 3
+NODES = 3
+# How long to watch after the kill: past 3 x ttl (4 s), so a lapsed session or a late
+# demotion would have shown by then.
+WATCH = 15.0
+POLL = 0.1
+
+
+@pytest.fixture
+def three_servers(make_cluster: Callable[..., Harness]) -> Harness:
+    return make_cluster(NODES, consul_servers=SERVERS)
+
+
+def read_leader_key(h: Harness) -> tuple[bool, str | None]:
+    """(answered, name in the postgres-ras leader key) from the first Consul server that
+    answers: server 0 may be the one that was killed."""
+    key = cluster_prefix(h.c.layout.cluster) + "leader"
+    for server in h.c.layout.consul_servers(SERVERS):
+        try:
+            _, item = consul_client(server.url, timeout=0.5).kv.get(key)
+        except Exception:  # this server is down or has no raft leader: ask the next
+            continue
+        value = (item.get("Value") or b"").decode() if item else ""
+        return True, value or None
+    return False, None
+
+
+@dataclass
+class Watch:
+    """What a background poller saw: the leader key over time and the writable nodes."""
+
+    leaders: list[str] = field(default_factory=list)  # distinct successive holders
+    key_absent: int = 0  # polls on which a server answered with no leader key
+    unanswered: int = 0  # polls on which no server could answer
+    max_writable: int = 0
+    primary_unwritable: int = 0  # polls on which the primary of before the kill was not writable
+    split: list[tuple[float, list[str]]] = field(default_factory=list)
+    polls: int = 0
+
+
+def watch(h: Harness, stop: threading.Event, seen: Watch, primary: str) -> None:
+    deadline = time.monotonic() + 120  # bounded even if the test forgets to stop it
+    while not stop.is_set() and time.monotonic() < deadline:
+        answered, name = read_leader_key(h)
+        if not answered:
+            seen.unanswered += 1
+        elif name is None:
+            seen.key_absent += 1
+        elif not seen.leaders or seen.leaders[-1] != name:
+            seen.leaders.append(name)
+        writable = h.writable_nodes()
+        seen.max_writable = max(seen.max_writable, len(writable))
+        seen.primary_unwritable += primary not in writable
+        if len(writable) > 1:
+            seen.split.append((time.monotonic(), writable))
+        seen.polls += 1
+        time.sleep(POLL)
+
+
+def server_of(h: Harness, node: str) -> ConsulPorts:
+    return h.c.layout.node_consul(int(node.removeprefix("node")), SERVERS)
+
+
+def consul_leader(h: Harness) -> ConsulPorts:
+    found = consul_server.leader(h.c.layout, SERVERS)
+    assert found is not None, "no Consul raft leader"
+    return found
+
+
+def arrange(h: Harness, primary_on_leader: bool) -> tuple[str, ConsulPorts]:
+    """Switch the postgres-ras primary over so that it does (or does not) talk to the
+    Consul raft leader; returns (primary, Consul leader)."""
+    target = consul_leader(h)
+    primary = h.leader().name
+    if (server_of(h, primary) == target) != primary_on_leader:
+        candidates = [
+            n for n in h.c.node_names() if (server_of(h, n) == target) == primary_on_leader
+        ]
+        h.c.switchover(candidates[0])
+        h.wait_for("a healthy cluster after the switchover", lambda: h.c.is_healthy(NODES), 60)
+        primary = h.leader().name
+    assert consul_leader(h) == target, "the Consul leader moved while arranging the case"
+    assert (server_of(h, primary) == target) == primary_on_leader
+    return primary, target
+
+
+def new_log_lines(h: Harness, offsets: dict[Path, int], words: tuple[str, ...]) -> list[str]:
+    """Lines the controllers and agents logged since ``offsets`` that contain a word."""
+    out = []
+    for path, offset in offsets.items():
+        with path.open("rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+        out += [
+            f"{path.stem}: {line.strip()[-240:]}"
+            for line in text.splitlines()
+            if any(w in line.lower() for w in words)
+        ]
+    return out
+
+
+def log_offsets(h: Harness) -> dict[Path, int]:
+    logs = [
+        h.c.table.log_file(f"{n}-{c}") for n in h.c.node_names() for c in ("controller", "agent")
+    ]
+    return {p: p.stat().st_size for p in logs if p.exists()}
+
+
+@pytest.mark.parametrize(
+    "primary_on_leader",
+    [False, True],
+    ids=["leader-is-a-replicas-server", "leader-is-the-primarys-server"],
+)
+def test_killing_the_consul_leader_causes_no_failover(
+    three_servers: Harness, primary_on_leader: bool
+) -> None:
+    h = three_servers
+    layout = h.c.layout
+    # Each node's controller was configured with its own server.
+    for i in range(1, NODES + 1):
+        assert h.c.node_config(layout.node(i)).consul.url == layout.consul((i - 1) % SERVERS).url
+    assert consul_server.healthy(layout, servers=SERVERS)
+    primary, target = arrange(h, primary_on_leader)
+    tl_before = h.sql(primary, "SELECT timeline_id FROM pg_control_checkpoint()")[0][0]
+    postmaster_before = h.c.postmaster_pid(primary)
+
+    seen = Watch()
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch, args=(h, stop, seen, primary), daemon=True)
+    offsets = log_offsets(h)
+    elected: ConsulPorts | None = None
+    reelection = rejoin = float("nan")
+    try:
+        watcher.start()
+        with Writer(h.writer_dsn(), max_seconds=90) as writer:
+            time.sleep(2.0)
+            killed = consul_server.kill_leader(layout, h.c.table, SERVERS)
+            killed_at = time.monotonic()
+            assert killed == target, f"the Consul leader moved to {killed.name} meanwhile"
+            elected = consul_server.wait_new_leader(layout, SERVERS, killed, timeout=30)
+            reelection = time.monotonic() - killed_at
+            # Brought back as the verify fault does: `up` starts whatever is missing.
+            h.c.up(access=False, wait=0)
+            rejoin = time.monotonic() - killed_at
+            remaining = WATCH - (time.monotonic() - killed_at)
+            if remaining > 0:
+                time.sleep(remaining)
+            acked = list(writer.result.acked)
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+    outage = writer.result.outage_after(killed_at)
+    final_primary = h.leader().name
+    tl_after = h.sql(final_primary, "SELECT timeline_id FROM pg_control_checkpoint()")[0][0]
+    lost = lost_writes(h.writer_dsn(), acked)
+    # A fenced primary restarted under the same leader key is no failover, but an outage.
+    restarted = h.c.postmaster_pid(primary) != postmaster_before
+    changes = max(0, len(seen.leaders) - 1)
+    timing = new_log_lines(
+        h, offsets, ("demot", "fenc", "retry_timeout", "lease", "consul unreachable", "promot")
+    )
+    whose = "the primary's" if primary_on_leader else "a replica's"
+    print(
+        f"\nkilled Consul leader {killed.name} ({whose} server; primary {primary}); "
+        f"new Consul leader {elected.name if elected else None} after {reelection:.2f}s; "
+        f"{killed.name} back among the peers {rejoin:.2f}s after the kill"
+    )
+    print(
+        f"write outage {outage:.2f}s, {len(acked)} writes acknowledged, {len(lost)} lost, "
+        f"{writer.result.errors} write errors; postgres-ras leader changes {changes} "
+        f"({' -> '.join(seen.leaders)}); leader key absent on {seen.key_absent} and Consul "
+        f"unreadable on {seen.unanswered} of {seen.polls} polls; at most "
+        f"{seen.max_writable} writable; timeline {tl_before} -> {tl_after}; {primary} not "
+        f"writable on {seen.primary_unwritable} polls; its postgres "
+        f"{'was stopped and restarted' if restarted else 'kept running'}"
+    )
+    for line in timing:
+        print("  " + line)
+
+    assert elected is not None, f"no new Consul leader within 30s of killing {killed.name}"
+    assert seen.split == [], f"more than one writable node: {seen.split}"
+    assert lost == [], f"{len(lost)} acknowledged writes lost: {lost[:10]}"
+    failover = seen.leaders != [primary] or final_primary != primary
+    if primary_on_leader and failover:
+        # Its controller talks to the killed server only (a pod to its local agent): it
+        # cannot confirm its lock, so its agent fences it once the lease (retry_timeout)
+        # lapses, and the lock may go to a replica. Safe, but a failover: the log must
+        # name the timing that lapsed.
+        assert any("no valid leader lease" in line for line in timing), "\n".join(timing)
+        return
+    assert not failover, (
+        f"a failover happened ({' -> '.join(seen.leaders)}): the controllers logged\n"
+        + "\n".join(timing)
+    )
+    assert tl_after == tl_before
+    assert consul_server.healthy(layout, servers=SERVERS)
