@@ -94,6 +94,8 @@ def failover_run(cluster: ClusterUnderTest, scenario: Scenario) -> Run:
     old = _leader(cluster)
     with scenario.new_load(cluster.writer_dsn()) as load:
         time.sleep(STEADY)
+        if cluster.leader() != old:  # else the kill hits a replica: a 0 s "outage"
+            raise BenchmarkError(f"{cluster.name}: leadership left {old} under load, unasked")
         t_kill = time.monotonic()
         cluster.kill(old)
         wait("new leader", lambda: cluster.leader() not in (None, old), FAILOVER_TIMEOUT)

@@ -2,7 +2,9 @@
 
 Implements clusters.ClusterUnderTest with the project's own local cluster and
 default HA settings; no access layer (HAProxy, pgpool, apps): the writer
-reaches the primary by a libpq multi-host DSN, as it does for Patroni.
+reaches the primary by a libpq multi-host DSN, as it does for Patroni. In
+synchronous mode (``pgras up --synchronous``) healthy also means a standby is
+confirmed in the ``sync`` key, as PatroniCluster waits for Patroni's /sync key.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from __future__ import annotations
 import shutil
 import signal
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import requests
-from clusters import BenchmarkError, Unsupported, wait
+from clusters import BenchmarkError, wait
 
 from postgres_ras.config import HASettings
 from postgres_ras.errors import DCSError, FatalError
@@ -31,6 +34,7 @@ class PgrasCluster:
         self.base_port = base_port
         self.keep = keep
         self._local: LocalCluster | None = None
+        self.synchronous = False
 
     @property
     def local(self) -> LocalCluster:
@@ -48,15 +52,16 @@ class PgrasCluster:
         }
 
     def start(self, nodes: int, synchronous: bool = False) -> None:
-        if synchronous:
-            raise Unsupported("postgres-ras has no synchronous mode in this release")
+        self.synchronous = synchronous
         work = Path(tempfile.mkdtemp(prefix="pgras-bench-", dir="/tmp"))
         work.chmod(0o755)  # postgres runs as OS user 'postgres' when we are root
         self._local = LocalCluster(Layout(work, self.base_port))
         try:
-            self._local.up(nodes=nodes, access=False, wait=120)
-        except FatalError as exc:
+            self._local.up(nodes=nodes, access=False, wait=120, synchronous=synchronous)
+        except (FatalError, DCSError) as exc:
             raise BenchmarkError(f"postgres-ras did not start: {exc}") from None
+        if synchronous:
+            self.wait_healthy(120)
 
     def stop(self) -> None:
         if self._local is None:
@@ -106,10 +111,20 @@ class PgrasCluster:
         return new
 
     def wait_healthy(self, timeout: float) -> None:
+        start = time.monotonic()
         try:
             self.local.wait_healthy(len(self.members()), timeout)
         except FatalError as exc:
             raise BenchmarkError(str(exc)) from None
+        if self.synchronous:  # a failover is possible only once the sync key names a standby
+            left = max(1.0, timeout - (time.monotonic() - start))
+            wait("postgres-ras synchronous standby in the sync key", self._synced, left, 0.2)
+
+    def _synced(self) -> bool:
+        try:
+            return any(r.sync_standby for r in self.local.members())
+        except DCSError:
+            return False
 
     def writer_dsn(self) -> str:
         hosts = [(self.local.layout.host, p.postgres) for p in self.local.node_ports()]

@@ -33,11 +33,16 @@ class Results:
     runs: dict[str, list[Run]]
     date: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     machine: dict[str, Any] = field(default_factory=lambda: machine())
+    workload: dict[str, Any] = field(default_factory=dict)  # e.g. pgbench's options
 
     def save(self, directory: Path = RESULTS_DIR) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
         stamp = self.date.replace(":", "").replace("+0000", "Z")
         path = directory / f"{self.slug}-{stamp}.json"
+        n = 1
+        while path.exists():  # two results of one slug in the same second: keep both
+            n += 1
+            path = directory / f"{self.slug}-{stamp}-{n}.json"
         data = asdict(self)
         path.write_text(json.dumps(data, indent=2) + "\n")
         return path
