@@ -269,9 +269,9 @@ def create_app(ha: HA) -> Flask:
                 return jsonify(error=f"field 'to': {target} is already the leader"), 400
             member = c.member(target)
             assert member is not None
-            if member.role != "replica" or member.state != "running":
+            if member.role != Role.REPLICA or member.state != "running":
                 return jsonify(error=f"field 'to': {target} is not a running replica"), 409
-        elif not any(m.role == "replica" and m.state == "running" for m in c.members):
+        elif not any(m.role == Role.REPLICA and m.state == "running" for m in c.members):
             return jsonify(error="no running replica to switch over to"), 409
         request_ = Switchover(c.leader.name, target, time.time())
         try:

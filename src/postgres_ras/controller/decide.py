@@ -244,7 +244,7 @@ def decide(o: Observation) -> Decision:
             leader is not None
             and not i_lead
             and lm
-            and lm.role == "primary"
+            and lm.role == Role.PRIMARY
             and lm.state == "running"
         ):
             return _d(Action.CLONE, f"cloning from leader {leader.name}", upstream=lm)
@@ -292,7 +292,7 @@ def decide(o: Observation) -> Decision:
             if (
                 not node.streaming
                 and o.not_streaming_for > STUCK_REPLICA_AFTER
-                and lm.role == "primary"
+                and lm.role == Role.PRIMARY
                 and lm.state == "running"
             ):
                 return _d(

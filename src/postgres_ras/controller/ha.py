@@ -214,7 +214,7 @@ class HA:
             self.last_leader = cluster.leader.name
         if lm is not None:
             self.last_leader_api = lm.api_url
-            if lm.lsn is not None and lm.role == "primary":
+            if lm.lsn is not None and lm.role == Role.PRIMARY:
                 self.last_leader_lsn = lm.lsn
 
     def _probe_targets(self, cluster: Cluster) -> list[probe.Target]:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 
 from postgres_ras.dcs.base import Cluster, Member, Switchover
 from postgres_ras.errors import DCSError
+from postgres_ras.roles import Role
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def choose_target(
     candidates: Sequence[Member] = [
         m
         for m in cluster.members
-        if m.name != me and m.role == "replica" and m.state == "running" and not m.nofailover
+        if m.name != me and m.role == Role.REPLICA and m.state == "running" and not m.nofailover
     ]
     if staying is not None and candidates:
         keep = set(staying([m.name for m in candidates]))

@@ -26,7 +26,7 @@ def probe_one(target: Target, timeout: float, fresh: bool = False) -> PeerView:
         if data.get("job") == "demoting":
             # Going away (whatever a live read of its postgres says this instant).
             return PeerView(name=target.name, reachable=True, job="demoting", has_data=True)
-        role = Role(data["role"]) if data.get("role") in {r.value for r in Role} else Role.UNKNOWN
+        role = Role.parse(data.get("role"))
         lsn = data.get("lsn")
         return PeerView(
             name=target.name,

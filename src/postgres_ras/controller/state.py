@@ -12,13 +12,7 @@ from pydantic import ValidationError
 from postgres_ras.config import HASettings
 from postgres_ras.dcs.base import Cluster, Member
 from postgres_ras.lsn import parse_lsn
-
-
-class Role(enum.Enum):
-    PRIMARY = "primary"
-    REPLICA = "replica"
-    STOPPED = "stopped"
-    UNKNOWN = "unknown"
+from postgres_ras.roles import Role as Role  # re-exported: the decision's vocabulary
 
 
 class Action(enum.Enum):
@@ -63,10 +57,7 @@ class NodeView:
         """Parse the agent's /status; raises ValueError on nonsense."""
         job = data.get("job") or {}
         lsn = data.get("lsn")
-        try:
-            role = Role(data.get("role", "unknown"))
-        except ValueError:
-            role = Role.UNKNOWN
+        role = Role.parse(data.get("role", "unknown"))
         return cls(
             running=bool(data["running"]),
             role=role,

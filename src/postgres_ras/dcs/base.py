@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from postgres_ras.lsn import parse_lsn
+from postgres_ras.roles import Role
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class Member:
     api_url: str
     conn_host: str
     conn_port: int
-    role: str
+    role: Role
     state: str
     timeline: int | None
     lsn: int | None
@@ -54,7 +55,7 @@ class Member:
                 api_url=str(data["api_url"]),
                 conn_host=str(data["conn_host"]),
                 conn_port=port,
-                role=str(data.get("role", "unknown")),
+                role=Role.parse(data.get("role", "unknown")),
                 state=str(data.get("state", "unknown")),
                 timeline=int(timeline) if timeline is not None else None,
                 lsn=parse_lsn(lsn)
