@@ -85,10 +85,6 @@ class Switchover:
     target: str | None
     requested_at: float
 
-    def stale(self, now_wall: float, timeout: float = 30.0) -> bool:
-        # abs(): a request dated in the future (clock skew, garbage) must expire too.
-        return abs(now_wall - self.requested_at) > timeout
-
     def to_json(self) -> str:
         return json.dumps({"from": self.source, "to": self.target, "at": self.requested_at})
 
