@@ -170,8 +170,4 @@ def create_app(agent: Agent, token: str | None = None) -> Flask:
         agent.pg.set_sync(names)
         return jsonify(ok=True)
 
-    @app.post("/terminate-clients")
-    def terminate() -> Any:
-        return jsonify(terminated=agent.pg.terminate_clients())
-
     return app

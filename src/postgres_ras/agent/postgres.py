@@ -475,14 +475,6 @@ class Postgres:
         except PostgresError as exc:
             log.warning("post-promotion checkpoint failed: %s", exc)
 
-    def terminate_clients(self) -> int:
-        with self.connect() as conn:
-            rows = conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
-            ).fetchall()
-        return len(rows)
-
     def ensure_slots(self, names: Sequence[str]) -> dict[str, list[str]]:
         with self.connect() as conn:
             return queries.ensure_slots(conn, names)

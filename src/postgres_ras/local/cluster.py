@@ -30,6 +30,7 @@ from postgres_ras.dcs.base import Cluster
 from postgres_ras.dcs.consul import client as consul_client
 from postgres_ras.dcs.consul import cluster_prefix, parse_cluster
 from postgres_ras.errors import DCSError, FatalError
+from postgres_ras.local import access as access_layer
 from postgres_ras.local import consul_server
 from postgres_ras.local.layout import Layout, NodePorts, check_consul_servers
 from postgres_ras.local.procs import ProcessTable
@@ -233,8 +234,6 @@ class LocalCluster:
         for i in range(1, int(st["nodes"]) + 1):
             self.start_node(self.layout.node(i))
         if access:
-            from postgres_ras.local import access as access_layer
-
             access_layer.start_access(self.layout, self.table, self.node_ports(), self.superuser)
         if wait:
             self.wait_healthy(int(st["nodes"]), wait)
@@ -243,12 +242,7 @@ class LocalCluster:
         return [self.layout.node(i) for i in range(1, int(self.state().get("nodes", 0)) + 1)]
 
     def down(self) -> None:
-        try:
-            from postgres_ras.local import access as access_layer
-
-            access_layer.stop_access(self.layout, self.table)
-        except ImportError:
-            pass
+        access_layer.stop_access(self.layout, self.table)
         names = [n for n in self.table.names() if n.endswith("-controller")]
         for name in names:  # all at once, so no replica races while the leader leaves
             self.table.send_signal(name, signal.SIGTERM)
@@ -516,13 +510,8 @@ class LocalCluster:
         self._ensure_state(nodes)
         for i in range(1, nodes + 1):
             self.start_node(self.layout.node(i))
-        try:
-            from postgres_ras.local import access as access_layer
-
-            if self.table.get("haproxy") is not None:
-                access_layer.reload_haproxy(self.layout, self.table, self.node_ports())
-        except ImportError:
-            pass
+        if self.table.get("haproxy") is not None:
+            access_layer.reload_haproxy(self.layout, self.table, self.node_ports())
         if wait:
             self.wait_healthy(nodes, wait)
 
