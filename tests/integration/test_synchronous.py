@@ -96,7 +96,9 @@ def test_strict_mode_blocks_writes_without_a_standby_and_async_mode_does_not(
     replicas = [n for n in cluster.c.node_names() if n != leader]
     for name in replicas:
         cluster.c.stop_node(name)
-    cluster.wait_for("the sync key to be cleared", lambda: sync_names(cluster) == (), 20)
+    cluster.wait_for(
+        "the sync key to name the primary alone", lambda: sync_names(cluster) == (leader,), 20
+    )
     cluster.wait_for("synchronous_standby_names = '*'", lambda: ssn(cluster, leader) == "*", 20)
     t, done = _insert_in_thread(cluster, leader)
     t.join(timeout=4.0)
@@ -107,13 +109,14 @@ def test_strict_mode_blocks_writes_without_a_standby_and_async_mode_does_not(
     assert done, "the blocked write did not complete once a standby streamed again"
     print(f"strict: write blocked until a standby streamed ({done[0] - started:.1f}s)")
 
-    # Not strict, no standby: the key is cleared first, then writes go on asynchronously.
+    # Not strict, no standby: the key names the primary alone, then writes go on
+    # asynchronously.
     cluster.c.set_dynamic({"synchronous_mode_strict": False})
     wait_sync_standby(cluster)
     for name in replicas:
         cluster.c.stop_node(name)
     cluster.wait_for("asynchronous fallback", lambda: ssn(cluster, leader) == "", 20)
-    assert sync_names(cluster) == ()
+    assert sync_names(cluster) == (leader,)
     t, done = _insert_in_thread(cluster, leader)
     t.join(timeout=10.0)
     assert done, "non-strict synchronous mode blocked a write with no standby"

@@ -2,7 +2,8 @@
 
 The promise: a member named in ``sync`` holds every acknowledged commit. So a standby
 is added to postgres first and named only once confirmed (a later cycle, caught up),
-and removed from the key before postgres stops waiting for it.
+and removed from the key before postgres stops waiting for it. With no standby the
+key names the primary alone (never nobody: then no member could ever lead again).
 """
 
 from __future__ import annotations
@@ -115,44 +116,45 @@ def cycles(world: World, n: int, settings: Settings = SYNC) -> list[str | None]:
 def test_add_sets_postgres_first_and_names_the_standby_only_once_caught_up() -> None:
     w = World(standbys={"n2": ("streaming", "async", LSN)})
     k = keeper(w)
+    assert k.reconcile(obs(w)) == "sync key names the primary until a standby is confirmed"
     assert k.reconcile(obs(w)) == "synchronous_standby_names = 'FIRST 1 (\"n2\")'"
-    assert w.sync is None  # not yet: postgres waits for it only from now on
+    assert w.sync == "n1"  # not n2 yet: postgres waits for it only from now on
     assert k.reconcile(obs(w)) is None  # seen sync: its catch-up point is recorded
     w.lsn = LSN + 100  # writes meanwhile; n2 has not flushed the recorded point...
     w.standbys["n2"] = ("streaming", "sync", LSN - 1)
     assert k.reconcile(obs(w)) is None
     w.standbys["n2"] = ("streaming", "sync", LSN)  # ...now it has
     assert "n2 confirmed" in (k.reconcile(obs(w)) or "")
-    assert w.events == [("pg", 'FIRST 1 ("n2")'), ("key", "n2")]
+    assert w.events == [("key", "n1"), ("pg", 'FIRST 1 ("n2")'), ("key", "n2")]
 
 
 def test_replace_writes_the_key_first_then_postgres() -> None:
     w = World(sync="n2", sync_index=1, configured='FIRST 1 ("n2")', active='FIRST 1 ("n2")')
     w.standbys = {"n2": ("startup", "async", LSN), "n3": ("streaming", "async", LSN)}
     out = cycles(w, 4)
-    assert w.events[:2] == [("key", ""), ("pg", 'FIRST 1 ("n3")')], out
+    assert w.events[:2] == [("key", "n1"), ("pg", 'FIRST 1 ("n3")')], out
     assert w.events[2:] == [("key", "n3")]
     assert "n2 removed from the sync key" in (out[0] or "")
 
 
-def test_no_standby_left_clears_the_key_then_goes_asynchronous() -> None:
+def test_no_standby_left_names_the_primary_alone_then_goes_asynchronous() -> None:
     w = World(sync="n2", sync_index=1, configured='FIRST 1 ("n2")', active='FIRST 1 ("n2")')
     out = cycles(w, 3)
-    assert w.events == [("key", ""), ("pg", "")]
+    assert w.events == [("key", "n1"), ("pg", "")]
     assert "dropping to asynchronous replication" in (out[0] or "")
 
 
 def test_strict_with_no_standby_blocks_writes() -> None:
     w = World(sync="n2", sync_index=1, configured='FIRST 1 ("n2")', active='FIRST 1 ("n2")')
     out = cycles(w, 3, STRICT)
-    assert w.events == [("key", ""), ("pg", "*")]
+    assert w.events == [("key", "n1"), ("pg", "*")]
     assert "writes block" in (out[0] or "")
 
 
 def test_strict_any_standby_that_connects_is_made_synchronous_and_named() -> None:
     w = World(configured="*", active="*", standbys={"n3": ("streaming", "sync", LSN)})
-    cycles(w, 4, STRICT)
-    assert w.events == [("pg", 'FIRST 1 ("n3")'), ("key", "n3")]
+    cycles(w, 5, STRICT)
+    assert w.events == [("key", "n1"), ("pg", 'FIRST 1 ("n3")'), ("key", "n3")]
 
 
 def test_switching_off_removes_the_key_first_then_clears_postgres() -> None:
@@ -164,8 +166,8 @@ def test_switching_off_removes_the_key_first_then_clears_postgres() -> None:
 
 def test_two_synchronous_standbys_are_both_required() -> None:
     w = World(standbys={"n2": ("streaming", "async", LSN), "n3": ("streaming", "async", LSN)})
-    cycles(w, 3, replace(SYNC, synchronous_node_count=2))
-    assert w.events == [("pg", 'FIRST 2 ("n2", "n3")'), ("key", "n2,n3")]
+    cycles(w, 4, replace(SYNC, synchronous_node_count=2))
+    assert w.events == [("key", "n1"), ("pg", 'FIRST 2 ("n2", "n3")'), ("key", "n2,n3")]
     assert parse_sync(w.sync) == ("n2", "n3")
 
 
@@ -212,7 +214,7 @@ def test_choose_keeps_the_named_standby_and_skips_nofailover_and_lagging_states(
     assert choose(SYNC, "n1", c, (replace(sbs[0], streaming=False), sbs[1])) == ("n3",)
 
 
-# --- promotion: the key names nobody before the new primary accepts a write -------------
+# --- promotion: the key names only the new primary before it accepts a write ----------
 
 
 class Recorder(World):
@@ -226,7 +228,9 @@ class Recorder(World):
 
 
 @pytest.mark.parametrize("strict", [False, True])
-def test_promotion_clears_the_sync_key_before_postgres_is_promoted(strict: bool) -> None:
+def test_promotion_names_only_me_in_the_sync_key_before_postgres_is_promoted(
+    strict: bool,
+) -> None:
     w = Recorder(sync="n1,n3", sync_index=4)
     config = NodeConfig.model_validate({"name": "n1", "data_dir": "/nonexistent"})
     ha = HA(config, dcs=w, agent=w, publisher=w)  # type: ignore[arg-type]
@@ -240,7 +244,7 @@ def test_promotion_clears_the_sync_key_before_postgres_is_promoted(strict: bool)
     )
     ha.apply(Decision(Action.ACQUIRE_AND_PROMOTE, "race"), o)
     expected = [("pg", "*")] if strict else []
-    assert w.events == [*expected, ("key", ""), ("promote", "")]
+    assert w.events == [*expected, ("key", "n1"), ("promote", "")]
 
 
 def test_promotion_waits_when_the_sync_key_changed_meanwhile() -> None:
@@ -273,3 +277,21 @@ def test_a_lock_holder_the_sync_key_does_not_name_never_promotes() -> None:
     )
     sentence = ha.apply(Decision(Action.PROMOTE, "promoting"), o)
     assert "does not name me" in sentence and w.events == []
+
+
+@pytest.mark.parametrize(("me", "races"), [("n1", True), ("n2", False)])
+def test_after_the_primary_alone_dies_only_it_may_lead_again(me: str, races: bool) -> None:
+    """The key names the old primary alone (no standby was confirmed): every acknowledged
+    commit is on it only. Restarted read-only, it races; nobody else may."""
+    from postgres_ras.controller.decide import decide
+
+    node = NodeView(running=True, role=Role.REPLICA, has_data=True, timeline=2, lsn=LSN)
+    o = Observation(
+        me=me,
+        node=node,
+        cluster=Cluster(members=(member("n1"), member("n2")), sync="n1", sync_index=3),
+        session=f"s-{me}",
+        settings=SYNC,
+    )
+    d = decide(o)
+    assert (d.action is Action.ACQUIRE_AND_PROMOTE) is races, d.reason

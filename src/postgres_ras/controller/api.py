@@ -233,7 +233,9 @@ def create_app(ha: HA) -> Flask:
                     "timeline": m.timeline,
                     "lsn": format_lsn(m.lsn) if m.lsn is not None else None,
                     "leader": bool(c.leader and c.leader.name == m.name),
-                    "sync_standby": o.settings.synchronous_mode and m.name in c.sync_names,
+                    "sync_standby": o.settings.synchronous_mode
+                    and m.name in c.sync_names
+                    and not (c.leader and c.leader.name == m.name),
                 }
                 for m in c.members
             ],

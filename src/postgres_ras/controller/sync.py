@@ -10,19 +10,25 @@ acknowledged write. The order of changes keeps it at every instant:
   before postgres waited for it are on it too); only then name it in the key;
 - to REMOVE or replace one, the key first (check-and-set, so it can no longer race),
   then postgres;
-- before a promotion, the new primary names nobody in the key (the old standbys would
-  not receive its writes) and picks its own standbys afterwards;
-- with no standby left: without ``synchronous_mode_strict`` the key is cleared first,
-  then synchronous_standby_names = '' (writes go on unreplicated and nobody is
-  eligible for failover until a standby is confirmed again); with strict, ``*``: writes
-  block until a standby streams.
+- before a promotion, the new primary names only itself in the key (the old standbys
+  would not receive its writes) and picks its own standbys afterwards;
+- with no standby left: the key names the primary alone, first; then without
+  ``synchronous_mode_strict`` synchronous_standby_names = '' (writes go on unreplicated
+  and only the primary holds them), with strict ``*`` (writes block until a standby
+  streams).
+
+The key never names nobody while synchronous mode is on: a key naming only the
+primary says that it alone holds every acknowledged commit, so after it dies
+nobody else may be promoted, and when it comes back it is the one member that may
+race (as Patroni's ``/sync`` leader field). An empty key would leave no member
+eligible ever again (seen with ``pgras verify --synchronous --faults double``).
 
 ``synchronous_standby_names`` always lists exactly the standbys required
 (``FIRST k (k names)``), so each named one holds every acknowledged commit. Every
 change is a reload: switching modes costs no restart and no write outage.
 
 Not guaranteed: availability. A leader that dies with no confirmed standby is not
-replaced until it returns, as in Patroni.
+replaced until it returns, as in Patroni; then it leads again.
 """
 
 from __future__ import annotations
@@ -109,7 +115,7 @@ class SyncKeeper:
         self._pending: dict[str, int] = {}
 
     def before_promotion(self, o: Observation) -> bool:
-        """Name nobody in the key before this node promotes (strict: ``*`` first, so no
+        """Name only me in the key before this node promotes (strict: ``*`` first, so no
         write goes unreplicated). False when the key does not name me or changed meanwhile:
         do not promote."""
         if not o.settings.synchronous_mode or o.cluster is None:
@@ -123,13 +129,16 @@ class SyncKeeper:
         self._pending.clear()
         if o.settings.synchronous_mode_strict:
             self.agent.set_sync("*")
-        if not self.dcs.cas(SYNC_KEY, "", o.cluster.sync_index):
+        if not self.dcs.cas(SYNC_KEY, format_sync((self.name,)), o.cluster.sync_index):
             return False
-        log.info("synchronous mode: sync key cleared (was %s) before promotion", o.cluster.sync)
+        log.info(
+            "synchronous mode: sync key names only me (was %s) before promotion", o.cluster.sync
+        )
         return True
 
     def _write_key(self, cluster: Cluster, names: tuple[str, ...], why: str) -> str:
-        if not self.dcs.cas(SYNC_KEY, format_sync(names), cluster.sync_index):
+        """The key names ``names``, or only me (the primary) when there are none."""
+        if not self.dcs.cas(SYNC_KEY, format_sync(names or (self.name,)), cluster.sync_index):
             return "sync key changed meanwhile; retrying next cycle"
         return why
 
@@ -157,12 +166,17 @@ class SyncKeeper:
             return None
         standbys = tuple(Standby.from_json(r) for r in state.get("standbys") or ())
         wanted = choose(s, self.name, cluster, standbys)
-        key = cluster.sync_names
+        if self.name not in cluster.sync_names and not cluster.sync_names:
+            # Absent, or empty (written by an older version): record who holds every commit.
+            return self._write_key(
+                cluster, (), "sync key names the primary until a standby is confirmed"
+            )
+        key = tuple(n for n in cluster.sync_names if n != self.name)  # the standbys named
         kept = tuple(n for n in key if n in wanted)
         if kept != key:
             gone = ", ".join(n for n in key if n not in kept)
             if not wanted:
-                why = f"no synchronous standby left ({gone} gone): sync key cleared; " + (
+                why = f"no synchronous standby left ({gone} gone): sync key names the primary; " + (
                     "strict: writes block until a standby streams"
                     if s.synchronous_mode_strict
                     else "dropping to asynchronous replication"

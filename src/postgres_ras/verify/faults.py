@@ -122,7 +122,15 @@ class Injector:
         procs += [f"{n}-{c}" for n in self.nodes for c in ("agent", "controller")]
         if any(table.get(p) is None for p in procs):
             return False
-        return bool(self.cluster.is_healthy(len(self.nodes)))
+        if not self.cluster.is_healthy(len(self.nodes)):
+            return False
+        c = self.cluster.raw_cluster()
+        if c.config and c.config.get("synchronous_mode") is True:
+            # Full strength in synchronous mode includes a confirmed standby: until one is
+            # named, only the primary may lead, and the next fault would measure that wait.
+            leader = c.leader.name if c.leader else None
+            return any(n != leader for n in c.sync_names)
+        return True
 
     def wait_full_strength(self, timeout: float) -> float | None:
         """The time full strength began, held for STEADY_POLLS polls; None after ``timeout``."""
