@@ -114,6 +114,21 @@ class Harness:
             timeout,
         )
 
+    def cut_stream(self, name: str) -> None:
+        """Stop replica ``name`` streaming (postgresql.auto.conf overrides the agent's
+        pgras.conf, so its walreceiver stops); ``restore_stream`` undoes it."""
+        self.sql(name, "ALTER SYSTEM SET primary_conninfo TO ''")
+        self.sql(name, "SELECT pg_reload_conf()")
+        self.wait_for(
+            f"{name} to stop streaming",
+            lambda: self.sql(name, "SELECT count(*) FROM pg_stat_wal_receiver")[0][0] == 0,
+            timeout=10,
+        )
+
+    def restore_stream(self, name: str) -> None:
+        self.sql(name, "ALTER SYSTEM RESET primary_conninfo")
+        self.sql(name, "SELECT pg_reload_conf()")
+
     def writable_nodes(self) -> list[str]:
         return [n for n in self.c.node_names() if self.is_writable(n)]
 

@@ -24,13 +24,7 @@ def test_replica_on_an_abandoned_timeline_is_rewound(cluster: Harness) -> None:
         ),
         timeout=10,
     )
-    cluster.sql(lagging, "ALTER SYSTEM SET primary_conninfo TO ''")
-    cluster.sql(lagging, "SELECT pg_reload_conf()")
-    cluster.wait_for(
-        f"{lagging} to stop streaming",
-        lambda: cluster.sql(lagging, "SELECT count(*) FROM pg_stat_wal_receiver")[0][0] == 0,
-        timeout=10,
-    )
+    cluster.cut_stream(lagging)
     cluster.sql(old, "INSERT INTO fork SELECT generate_series(1, 1000)")  # ~100 kB of WAL
     cluster.wait_for(
         f"{ahead} to receive the rows",
@@ -40,8 +34,7 @@ def test_replica_on_an_abandoned_timeline_is_rewound(cluster: Harness) -> None:
     cluster.c.kill(ahead, signal.SIGSTOP)
     try:
         cluster.c.kill(old, signal.SIGKILL)
-        cluster.sql(lagging, "ALTER SYSTEM RESET primary_conninfo")
-        cluster.sql(lagging, "SELECT pg_reload_conf()")
+        cluster.restore_stream(lagging)
         new = cluster.wait_new_leader(old, timeout=30)
         assert new == lagging
         cluster.sql(new, "INSERT INTO fork VALUES (-1)")  # only on the new timeline

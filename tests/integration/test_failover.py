@@ -69,14 +69,7 @@ def test_failover_picks_the_most_advanced_replica(cluster: Harness) -> None:
     old = cluster.leader().name
     lagging, ahead = [n for n in cluster.c.node_names() if n != old]
     cluster.sql(old, "CREATE TABLE filler (x int)")
-    # postgresql.auto.conf overrides the agent's pgras.conf: the walreceiver stops.
-    cluster.sql(lagging, "ALTER SYSTEM SET primary_conninfo TO ''")
-    cluster.sql(lagging, "SELECT pg_reload_conf()")
-    cluster.wait_for(
-        f"{lagging} to stop streaming",
-        lambda: cluster.sql(lagging, "SELECT count(*) FROM pg_stat_wal_receiver")[0][0] == 0,
-        timeout=10,
-    )
+    cluster.cut_stream(lagging)
     cluster.sql(old, "INSERT INTO filler SELECT generate_series(1, 20000)")
     cluster.wait_for(
         f"{ahead} to receive the filler",
@@ -85,8 +78,7 @@ def test_failover_picks_the_most_advanced_replica(cluster: Harness) -> None:
     )
     assert cluster.sql(lagging, "SELECT count(*) FROM filler")[0][0] == 0
     cluster.c.kill(old, signal.SIGKILL)
-    cluster.sql(lagging, "ALTER SYSTEM RESET primary_conninfo")
-    cluster.sql(lagging, "SELECT pg_reload_conf()")
+    cluster.restore_stream(lagging)
     new = cluster.wait_new_leader(old, timeout=30)
     assert new == ahead
     cluster.wait_for(

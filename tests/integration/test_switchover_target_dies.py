@@ -68,13 +68,7 @@ def test_switchover_target_dies_after_release_others_race_within_ttl(cluster: Ha
 def test_switchover_to_a_replica_that_is_not_streaming_is_refused(cluster: Harness) -> None:
     old = cluster.leader().name
     target = next(n for n in cluster.c.node_names() if n != old)
-    cluster.sql(target, "ALTER SYSTEM SET primary_conninfo TO ''")
-    cluster.sql(target, "SELECT pg_reload_conf()")
-    cluster.wait_for(
-        f"{target} to stop streaming",
-        lambda: cluster.sql(target, "SELECT count(*) FROM pg_stat_wal_receiver")[0][0] == 0,
-        timeout=10,
-    )
+    cluster.cut_stream(target)
     kv = consul_client(cluster.c.layout.consul_url).kv
     key = f"pgras/{cluster.c.layout.cluster}/switchover"
     kv.put(key, Switchover(old, target, time.time()).to_json())
