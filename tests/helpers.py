@@ -130,6 +130,17 @@ def find(docs: Iterable[dict[str, Any]], kind: str, name: str | None = None) -> 
     return found[0]
 
 
+def role_rules(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    """A rendered Role's grants as (api group, resource, verb) triples."""
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
 def container(pod_spec: dict[str, Any], name: str) -> dict[str, Any]:
     """The container ``name`` of a rendered pod spec; fails naming the ones there."""
     for c in pod_spec["containers"]:

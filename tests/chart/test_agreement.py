@@ -21,7 +21,7 @@ from postgres_ras import config
 from postgres_ras.controller.state import Role
 from postgres_ras.pgpool.entrypoint import settings_from_env
 from tests.chart.conftest import CHART, CI_VALUES, NAMESPACE, Helm
-from tests.helpers import ROOT, container, find
+from tests.helpers import ROOT, container, find, role_rules
 
 POD = "pg-1"
 IMAGES = ROOT / "images"
@@ -394,14 +394,7 @@ def test_demo_app_and_helm_test_reach_pgpool(default_docs: list[dict[str, Any]])
 
 
 def role_calls(docs: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
-    role = find(docs, "Role", "pg-controller")
-    return {
-        (group, resource, verb)
-        for rule in role["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
+    return role_rules(find(docs, "Role", "pg-controller"))
 
 
 def test_role_grants_exactly_the_controllers_api_calls(helm: Helm) -> None:

@@ -13,6 +13,7 @@ from postgres_ras import config
 from postgres_ras.controller import auth, rollout
 from tests.chart.conftest import CHART, NAMESPACE, Helm
 from tests.helpers import container, find
+from tests.helpers import role_rules as rules
 
 ROLLOUT_OBJECTS = {
     ("Job", "pg-rollout"),
@@ -90,16 +91,6 @@ def test_rollout_values_reach_the_job(helm: Helm) -> None:
     assert args.pod_timeout == args.settle_timeout == 600 and args.deadline == 1770
     proc = helm.template(sets=["upgradeHandover.activeDeadlineSeconds=10"], check=False)
     assert proc.returncode != 0 and "activeDeadlineSeconds" in proc.stderr
-
-
-def rules(role: dict[str, Any]) -> set[tuple[str, str, str]]:
-    return {
-        (group, resource, verb)
-        for rule in role["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
 
 
 def test_rollout_role_grants_exactly_its_api_calls(default_docs: list[dict[str, Any]]) -> None:

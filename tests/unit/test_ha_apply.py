@@ -37,6 +37,10 @@ def make(role: str, leader: str | None) -> tuple[HA, FakeDCS, FakeAgent, FakeClo
     return ha, dcs, agent, clock, journal
 
 
+def called(journal: list[tuple[str, Any]]) -> list[str]:
+    return [name for name, _ in journal]
+
+
 def heartbeats(journal: list[tuple[str, Any]]) -> list[Any]:
     return [arg for name, arg in journal if name == "agent.heartbeat"]
 
@@ -70,7 +74,7 @@ def test_consul_down_the_primary_keeps_its_lease_only_until_it_lapses() -> None:
     journal.clear()
     ha.cycle()
     assert ha.snapshot.decision is not None and ha.snapshot.decision.action is Action.DEMOTE
-    names = [name for name, _ in journal]
+    names = called(journal)
     # The agent learns "no lease" before postgres is stopped: its fence covers a stop
     # that does not get through.
     assert heartbeats(journal) == [None]
@@ -84,7 +88,7 @@ def test_a_lost_race_promotes_nothing_and_holds_no_lease() -> None:
     ha.cycle()
     d = ha.snapshot.decision
     assert d is not None and d.action is Action.ACQUIRE_AND_PROMOTE
-    assert "agent.promote" not in [name for name, _ in journal]
+    assert "agent.promote" not in called(journal)
     assert ha.lease.deadline is None
     assert dcs.leader_name == "node2"
 
@@ -92,7 +96,7 @@ def test_a_lost_race_promotes_nothing_and_holds_no_lease() -> None:
 def test_a_won_race_leases_before_it_promotes() -> None:
     ha, dcs, _, _, journal = make("replica", leader=None)
     ha.cycle()
-    names = [name for name, _ in journal]
+    names = called(journal)
     assert dcs.leader_name == "node1"
     assert names.index("agent.heartbeat") < names.index("agent.promote")
     assert heartbeats(journal)[0] == min(RETRY, TTL - 1.0)  # the agent knows the lease
@@ -103,7 +107,7 @@ def test_consul_error_mid_action_is_reported_and_promotes_nothing(caplog: Any) -
     dcs.fail = {"acquire_leader"}
     caplog.set_level("INFO")
     ha.cycle()
-    assert "agent.promote" not in [name for name, _ in journal]
+    assert "agent.promote" not in called(journal)
     assert ha.lease.deadline is None
     line = next(r.getMessage() for r in caplog.records if "racing for the lock" in r.getMessage())
     assert "failed: Consul at http://127.0.0.1:1 unreachable (acquire_leader)" in line
@@ -117,7 +121,7 @@ def test_release_drops_the_lease_before_the_lock() -> None:
     journal.clear()
     ha.cycle()
     assert ha.snapshot.decision is not None and ha.snapshot.decision.action is Action.RELEASE
-    names = [name for name, _ in journal]
+    names = called(journal)
     assert heartbeats(journal) == [None]
     assert names.index("agent.heartbeat") < names.index("dcs.release_leader")
     assert dcs.leader_name is None
@@ -129,7 +133,7 @@ def test_shutdown_of_the_leader_publishes_its_final_position_then_releases() -> 
     agent.stop_result = {"checkpoint_lsn": "0/3000100"}
     journal.clear()
     ha.shutdown()
-    names = [name for name, _ in journal]
+    names = called(journal)
     assert names.index("agent.stop") < names.index("dcs.put") < names.index("dcs.release_leader")
     assert dcs.keys["optime/leader"] == "0/3000100"
     assert "agent.heartbeat" not in names  # the fence must not race the clean stop

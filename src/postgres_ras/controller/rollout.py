@@ -54,6 +54,8 @@ from lightkube import ApiError, Client, KubeConfig
 from lightkube.resources.apps_v1 import StatefulSet
 from lightkube.resources.core_v1 import Pod
 
+from postgres_ras.lsn import parse_lsn
+
 log = logging.getLogger(__name__)
 
 REVISION_LABEL = "controller-revision-hash"
@@ -145,13 +147,10 @@ class ClusterView:
 def _lsn(value: object) -> int | None:
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and "/" in value:
-        hi, _, lo = value.partition("/")
-        try:
-            return (int(hi, 16) << 32) + int(lo, 16)
-        except ValueError:
-            return None
-    return None
+    try:
+        return parse_lsn(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)

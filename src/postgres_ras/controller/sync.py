@@ -166,7 +166,7 @@ class SyncKeeper:
             return None
         standbys = tuple(Standby.from_json(r) for r in state.get("standbys") or ())
         wanted = choose(s, self.name, cluster, standbys)
-        if self.name not in cluster.sync_names and not cluster.sync_names:
+        if not cluster.sync_names:
             # Absent, or empty (written by an older version): record who holds every commit.
             return self._write_key(
                 cluster, (), "sync key names the primary until a standby is confirmed"

@@ -317,42 +317,35 @@ class LocalCluster:
         reachable = _answers(urls) if probe else {}
         rows = []
         user, password = self.superuser
+
+        def without_member(name: str, host: str, port: int, state: str, conninfo: str) -> None:
+            """A row with no member key to read: ``invalid`` or ``down``."""
+            role = "invalid" if state == "invalid" else "unknown"
+            rows.append(
+                MemberRow(
+                    name=name,
+                    host=host,
+                    port=port,
+                    role=role,
+                    state=state,
+                    timeline=None,
+                    lag=None,
+                    leader=name == leader,
+                    streaming=False,
+                    api_url="",
+                    conninfo=conninfo,
+                )
+            )
+
         for name in sorted(set(parsed) | invalid | set(self.node_names()), key=_natural):
             if name in invalid:  # its key is there but does not parse: shown, never trusted
-                rows.append(
-                    MemberRow(
-                        name=name,
-                        host="?",
-                        port=0,
-                        role="invalid",
-                        state="invalid",
-                        timeline=None,
-                        lag=None,
-                        leader=name == leader,
-                        streaming=False,
-                        api_url="",
-                        conninfo=f"host=? port=0 user={user} password={password} dbname=postgres",
-                    )
-                )
+                conninfo = f"host=? port=0 user={user} password={password} dbname=postgres"
+                without_member(name, "?", 0, "invalid", conninfo)
                 continue
             m = parsed.get(name)
             if m is None:
                 ports = self.layout.node(int(name[4:])) if name[4:].isdigit() else None
-                rows.append(
-                    MemberRow(
-                        name=name,
-                        host=self.layout.host,
-                        port=ports.postgres if ports else 0,
-                        role="unknown",
-                        state="down",
-                        timeline=None,
-                        lag=None,
-                        leader=name == leader,
-                        streaming=False,
-                        api_url="",
-                        conninfo="",
-                    )
-                )
+                without_member(name, self.layout.host, ports.postgres if ports else 0, "down", "")
                 continue
             lag = (
                 None
