@@ -127,6 +127,9 @@ class ControllerSettings(_Model):
 
 class ConsulSettings(_Model):
     url: str = "http://127.0.0.1:8500"
+    # Other Consul agents, tried in order when ``url`` stops answering (a local cluster
+    # lists its other servers); the session moves along and a held leader key with it.
+    fallback_urls: list[str] = []
     token: SecretStr | None = None
     # CA bundle for an https:// Consul URL.
     ca_file: Path | None = None
@@ -185,6 +188,17 @@ class PublisherSettings(_Model):
     delete_unreachable_after: float = Field(default=0.0, ge=0)
 
 
+class WatchdogSettings(_Model):
+    """The Linux watchdog device the agent arms while postgres runs as a primary."""
+
+    # off | automatic (use it when it can be armed) | required (no device, no leading).
+    mode: Literal["off", "automatic", "required"] = "off"
+    device: Path = Path("/dev/watchdog")
+    # The device fires this long before ha.ttl runs out (timeout = ttl - safety_margin,
+    # whole seconds, at least 1), so a hung node resets before a replica may take over.
+    safety_margin: float = Field(default=1.0, ge=0, le=600)
+
+
 class NodeConfig(_Model):
     name: str
     cluster: str = "pgras"
@@ -200,6 +214,7 @@ class NodeConfig(_Model):
     ha: HASettings = HASettings()
     tags: Tags = Tags()
     publisher: PublisherSettings = PublisherSettings()
+    watchdog: WatchdogSettings = WatchdogSettings()
 
     @field_validator("name", "cluster")
     @classmethod

@@ -9,14 +9,21 @@ writable at every check, no acknowledged write is lost.
 
 Two cases, because they stress different timings: the killed server is a
 replica's (the primary's controller only waits out the Raft election through
-a surviving server: no failover), or the primary's own (its controller cannot
-reach Consul at all until the server is back, so its agent fences it once
-``retry_timeout`` lapses, and a replica may take over: allowed, provided the
-log names the lease that lapsed; still one writable node and nothing lost).
+a surviving server: no failover), or the primary's own (its controller moves to
+another server, but no server can confirm its lock until the survivors have
+elected a leader; if that takes longer than ``retry_timeout`` its agent fences
+it and a replica may take over: allowed, provided the log names the lease that
+lapsed; still one writable node and nothing lost).
+
+A third test kills the primary's own server when it is a raft follower: no
+election is needed, so the controller moves to the next server at once, takes
+its leader key over into a session there, and postgres keeps running.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -228,3 +235,55 @@ def test_killing_the_consul_leader_causes_no_failover(
     )
     assert tl_after == tl_before
     assert consul_server.healthy(layout, servers=SERVERS)
+
+
+def test_a_primary_whose_own_consul_server_dies_moves_to_another(three_servers: Harness) -> None:
+    h = three_servers
+    layout = h.c.layout
+    primary, consul_leader_before = arrange(h, primary_on_leader=False)
+    own = server_of(h, primary)
+    index = int(primary.removeprefix("node"))
+    assert h.c.node_config(layout.node(index)).consul.fallback_urls == [
+        s.url for s in layout.node_consul_fallbacks(index, SERVERS)
+    ]
+    postmaster_before = h.c.postmaster_pid(primary)
+    proc = h.c.table.get(own.name)
+    assert proc is not None, f"{own.name} is not in the process table"
+
+    seen = Watch()
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch, args=(h, stop, seen, primary), daemon=True)
+    try:
+        watcher.start()
+        with Writer(h.writer_dsn(), max_seconds=90) as writer:
+            time.sleep(2.0)
+            os.kill(proc.pid, signal.SIGKILL)
+            killed_at = time.monotonic()
+            text = h.wait_log(f"{primary}-controller", "does not answer: using", timeout=10)
+            time.sleep(max(0.0, WATCH - (time.monotonic() - killed_at)))
+            acked = list(writer.result.acked)
+        h.c.up(access=False, wait=0)
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+    outage = writer.result.outage_after(killed_at)
+    lost = lost_writes(h.writer_dsn(), acked)
+    moved = [line for line in text.splitlines() if "does not answer: using" in line]
+    print(
+        f"\nkilled {own.name} ({primary}'s own server, a raft follower; raft leader "
+        f"{consul_leader_before.name}); write outage {outage:.2f}s, {len(acked)} acknowledged, "
+        f"{len(lost)} lost; leader key holders {' -> '.join(seen.leaders)}, absent on "
+        f"{seen.key_absent} of {seen.polls} polls; {primary} not writable on "
+        f"{seen.primary_unwritable} polls\n  {moved[-1][-200:]}"
+    )
+    assert seen.split == [], f"more than one writable node: {seen.split}"
+    assert lost == [], f"{len(lost)} acknowledged writes lost: {lost[:10]}"
+    assert seen.leaders == [primary], f"the leader key moved: {seen.leaders}"
+    assert seen.key_absent == 0, "the leader key was released while the primary could serve"
+    assert h.c.postmaster_pid(primary) == postmaster_before, "the primary was fenced"
+    assert h.leader().name == primary
+    h.wait_for(
+        "all three Consul servers healthy",
+        lambda: consul_server.healthy(layout, servers=SERVERS),
+        30,
+    )

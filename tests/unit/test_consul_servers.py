@@ -108,6 +108,17 @@ def test_each_node_talks_to_its_own_server_round_robin(layout: Layout) -> None:
     assert {layout.node_consul(i, 1).url for i in range(1, 5)} == {layout.consul_url}
 
 
+def test_each_node_falls_back_to_the_next_servers_in_turn(layout: Layout) -> None:
+    names = {i: [s.name for s in layout.node_consul_fallbacks(i, 3)] for i in (1, 2, 3, 4)}
+    assert names == {
+        1: ["consul2", "consul3"],
+        2: ["consul3", "consul"],
+        3: ["consul", "consul2"],
+        4: ["consul2", "consul3"],
+    }
+    assert layout.node_consul_fallbacks(1, 1) == []
+
+
 # --- option validation ------------------------------------------------------------------
 @pytest.mark.parametrize("count", [1, 3, 5])
 def test_allowed_counts(count: int) -> None:
@@ -282,6 +293,8 @@ def test_count_is_saved_and_each_node_gets_its_server(tmp_path: Path) -> None:
     assert again.consul_names() == ["consul", "consul2", "consul3"]
     urls = [again.node_config(again.layout.node(i)).consul.url for i in (1, 2, 3)]
     assert urls == [s.url for s in again.layout.consul_servers(3)]
+    fallbacks = again.node_config(again.layout.node(1)).consul.fallback_urls
+    assert fallbacks == [s.url for s in again.layout.consul_servers(3)[1:]]
     again._ensure_state(None, None)  # `pgras up` again, no option: keeps 3
     assert again.consul_servers == 3
 

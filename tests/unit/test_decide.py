@@ -634,6 +634,18 @@ CASES = [
         id="free-lock-unknown-state",
     ),
     C(race(), Action.ACQUIRE_AND_PROMOTE, ["racing", "most advanced healthy replica"], id="race"),
+    C(
+        race(node=replica(watchdog_blocked="watchdog required but /dev/watchdog does not exist")),
+        Action.WAIT,
+        ["not racing", "watchdog required", "/dev/watchdog"],
+        id="race-refused-watchdog-required-but-missing",
+    ),
+    C(
+        obs(stopped(watchdog_blocked="watchdog required but x"), i_lead()),
+        Action.RELEASE,
+        ["releasing the leader lock", "watchdog required"],
+        id="leader-releases-when-its-watchdog-cannot-be-armed",
+    ),
 ]
 
 

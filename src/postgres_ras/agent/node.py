@@ -13,7 +13,9 @@ Guarantees:
 - lease times are on CLOCK_BOOTTIME (it counts through a suspend), a lease
   is capped at ``ttl``, and it never ends later than the deadline the
   controller confirmed, however late the heartbeat is processed;
-- promotion and a start as primary are refused without a valid lease.
+- promotion and a start as primary are refused without a valid lease, and
+  without an armed watchdog when ``watchdog.mode`` is ``required``; the fence
+  loop pets an armed watchdog, so a hung agent resets the node (watchdog.py).
 Not guaranteed: anything about the cluster; the agent knows only its node.
 """
 
@@ -27,6 +29,7 @@ from typing import Any
 
 from postgres_ras.agent.pgconf import Upstream
 from postgres_ras.agent.postgres import Postgres
+from postgres_ras.agent.watchdog import Watchdog, WatchdogError
 from postgres_ras.clock import boottime
 from postgres_ras.config import NodeConfig
 from postgres_ras.errors import PostgresError
@@ -56,7 +59,7 @@ class Busy(Exception):
 
 
 class NoLease(Exception):
-    """A primary was asked for without a valid leader lease."""
+    """A primary was asked for without a valid leader lease (or a required watchdog)."""
 
 
 # A replica is checked live for a finished promotion at most this often (seconds).
@@ -64,10 +67,17 @@ ROLE_RECHECK = 1.0
 
 
 class Agent:
-    def __init__(self, config: NodeConfig, pg: Postgres, clock: Callable[[], float] = boottime):
+    def __init__(
+        self,
+        config: NodeConfig,
+        pg: Postgres,
+        clock: Callable[[], float] = boottime,
+        watchdog: Watchdog | None = None,
+    ):
         self.config = config
         self.pg = pg
         self.clock = clock
+        self.watchdog = watchdog or Watchdog(config.watchdog, config.ha.ttl)
         self.lock = threading.RLock()
         self.job: Job | None = None
         self.started_at = clock()
@@ -121,6 +131,7 @@ class Agent:
     # --- actions --------------------------------------------------------------
     def bootstrap(self) -> Job:
         def work() -> None:
+            self.watchdog.arm()
             self.pg.initdb()
             self.pg.write_config(None, standby=False)
             self._start(primary=True)
@@ -179,6 +190,10 @@ class Agent:
     def require_lease(self, what: str) -> None:
         if not self.lease_valid():
             raise NoLease(f"refusing to {what}: the controller holds no valid leader lease")
+        try:
+            self.watchdog.arm()
+        except WatchdogError as exc:
+            raise NoLease(f"refusing to {what}: the watchdog is required but {exc}") from None
 
     def start_primary(self) -> Job:
         self.require_lease("start postgres as primary")
@@ -265,6 +280,9 @@ class Agent:
             self.lease_deadline is None or now > self.lease_deadline
         ):
             return "the controller holds no valid leader lease"
+        wd = self.watchdog
+        if wd.mode == "required" and not wd.armed and wd.error is not None:
+            return f"the watchdog is required but {wd.error}"
         return None
 
     def _primary_now(self) -> bool:
@@ -285,11 +303,16 @@ class Agent:
         return self.is_primary
 
     def fence_once(self) -> str | None:
-        """Stop postgres if it runs as a primary that must not; returns why it was stopped."""
+        """Stop postgres if it runs as a primary that must not; returns why it was stopped.
+
+        The watchdog is petted whenever the fence has nothing to do, and not when a stop
+        it needs fails: then the device resets the node."""
         if self.busy():
+            self.watchdog.pet()  # a job under a lease (promote, start): not a hang
             return None
         reason = self.fence_reason()
         if reason is None or not self._primary_now():
+            self._tend_watchdog()
             return None
         try:
             self.pg.stop("fast", timeout=5)
@@ -298,15 +321,30 @@ class Agent:
             return None
         self.is_primary = False
         self.fenced = reason
+        self.watchdog.disarm()
         log.warning("fenced: stopped the primary because %s", reason)
         return reason
+
+    def _tend_watchdog(self) -> None:
+        """Armed while postgres runs as a primary under a lease (adopted primaries too)."""
+        if not self.is_primary:
+            self.watchdog.disarm()
+            return
+        if self.lease_valid():
+            try:
+                self.watchdog.arm()
+            except WatchdogError:
+                pass  # required: status names it; the controller stops leading
+        self.watchdog.pet()
 
     def fence_loop(self, interval: float = 0.1) -> None:
         while not self._stop.wait(interval):
             self.fence_once()
 
     def close(self) -> None:
+        """Stop the fence loop; the watchdog is disarmed, since nothing pets it any more."""
         self._stop.set()
+        self.watchdog.disarm()
 
     # --- status ---------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -314,6 +352,7 @@ class Agent:
             "name": self.config.name,
             "job": self.job.to_json() if self.job else None,
             "fenced": self.fenced,
+            "watchdog": self.watchdog.status(),
             "has_data": self.pg.has_data(),
             "running": False,
             "role": "stopped",

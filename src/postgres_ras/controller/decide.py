@@ -5,7 +5,8 @@ so every branch can be tested without a cluster. Safety rules it keeps:
 - only the holder of the leader lock runs or becomes a writable primary;
   a primary without the lock demotes (once its lease is gone, if Consul is
   unreachable), and a running primary that finds the lock free may retake it;
-- a replica races only if healthy, not ``nofailover``, within
+- a replica races only if healthy, not ``nofailover``, its watchdog armable
+  when required (a leader whose is not releases the lock), within
   ``maximum_lag_on_failover`` of the last primary position (published in
   Consul by the leader, so it survives a full-cluster restart), not behind
   any reachable plausible peer, not while a member is still starting (up to
@@ -105,6 +106,8 @@ def why_not_race(o: Observation) -> str | None:
     assert node is not None and cluster is not None
     if o.nofailover:
         return "tagged nofailover"
+    if node.watchdog_blocked:
+        return node.watchdog_blocked
     sw = cluster.switchover
     if sw and sw.target and sw.target != o.me and o.switchover_age < o.settings.ttl:
         # The lock was handed to the target: it takes it within a cycle. If it died
@@ -264,6 +267,9 @@ def decide(o: Observation) -> Decision:
                     else "refusing the switchover: no healthy streaming replica to hand over to",
                 )
             return _d(Action.HOLD, "no action: I am the leader with the lock")
+        if node.watchdog_blocked:
+            # Its agent refuses to start or promote a primary: nothing to wait for.
+            return _d(Action.RELEASE, f"releasing the leader lock: {node.watchdog_blocked}")
         what = (
             f"postgres failing to start ({node.job_error})"
             if node.job_error and not node.running

@@ -47,6 +47,7 @@ def run(config: NodeConfig) -> int:
         config.consul.url,
         config.consul.token.get_secret_value() if config.consul.token else None,
         ca_file=str(config.consul.ca_file) if config.consul.ca_file else None,
+        fallback_urls=tuple(config.consul.fallback_urls),
     )
     publisher = make_publisher(config)
     token = config.agent.auth_token.get_secret_value() if config.agent.auth_token else None

@@ -51,6 +51,8 @@ class NodeView:
     job: str | None = None  # the running job, if any
     job_error: str | None = None
     fenced: str | None = None
+    # Why this node may not lead: its watchdog is required but cannot be armed.
+    watchdog_blocked: str | None = None
 
     @classmethod
     def from_status(cls, data: dict[str, Any]) -> NodeView:
@@ -70,7 +72,13 @@ class NodeView:
             job=job.get("name") if job.get("running") else None,
             job_error=job.get("error"),
             fenced=data.get("fenced"),
+            watchdog_blocked=_watchdog_blocked(data.get("watchdog")),
         )
+
+
+def _watchdog_blocked(value: Any) -> str | None:
+    blocked = value.get("blocked") if isinstance(value, dict) else None
+    return str(blocked) if blocked else None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,13 @@ patroni#522) and has lock-delay 0: the old leader fences itself before its
 check can lapse (retry_timeout < ttl), so a delay would only lengthen the
 outage. The session's own TTL (at least 10 s, Consul's minimum) is a
 backstop in case the agent holding the check disappears.
+
+A check lives on the agent it was registered with, and a session on that agent's
+node. When that agent (a local Consul server) stops answering, the controller moves
+to the next of its ``fallback_urls`` that answers: a new check and session there,
+and the old session becomes a stale one of ours, so a primary takes its leader key
+over atomically (``take_over_leader``) instead of losing it once the old session's
+TTL runs out.
 """
 
 from __future__ import annotations
@@ -42,6 +49,10 @@ log = logging.getLogger(__name__)
 PREFIX = "pgras"
 
 
+class ConsulUnreachable(DCSError):
+    """No answer at all (connection refused, timeout), as opposed to an error answer."""
+
+
 @contextmanager
 def _translate(what: str) -> Iterator[None]:
     try:
@@ -49,7 +60,9 @@ def _translate(what: str) -> Iterator[None]:
     except consul.ConsulException as exc:
         raise DCSError(f"Consul refused to {what}: {exc}") from None
     except (requests.RequestException, OSError) as exc:
-        raise DCSError(f"Consul unreachable while trying to {what}: {type(exc).__name__}") from None
+        raise ConsulUnreachable(
+            f"Consul unreachable while trying to {what}: {type(exc).__name__}"
+        ) from None
 
 
 def http_status(exc: consul.ConsulException) -> int | None:
@@ -142,10 +155,14 @@ class ConsulDCS(DCS):
         token: str | None = None,
         timeout: float = 1.5,
         ca_file: str | None = None,
+        fallback_urls: tuple[str, ...] = (),
     ) -> None:
         super().__init__(cluster, member)
         self.prefix = cluster_prefix(cluster)
-        self.client = client(url, token, timeout, ca_file)
+        self.urls = (url, *fallback_urls)
+        self._clients = [client(u, token, timeout, ca_file) for u in self.urls]
+        self._current = 0
+        self.client = self._clients[0]
         self.check_id = f"pgras-{cluster}-{member}"
         self.session_name = f"pgras-{cluster}-{member}"
         self._session: str | None = None
@@ -166,7 +183,48 @@ class ConsulDCS(DCS):
         )
         self._check_ttl = ttl
 
+    @property
+    def url(self) -> str:
+        """The Consul agent in use now."""
+        return self.urls[self._current]
+
     def keepalive(self, ttl: float) -> str:
+        try:
+            return self._keepalive(ttl)
+        except ConsulUnreachable:
+            if not self._move_to_next_agent():
+                raise
+        return self._keepalive(ttl)
+
+    def _move_to_next_agent(self) -> bool:
+        """Use the next agent, in the configured order, that answers; False when none does.
+
+        The session and check on the silent agent stay behind: the session is remembered
+        as stale, so the leader key it may hold is taken over, not released (releasing it
+        would start a race while this node still runs the primary)."""
+        count = len(self._clients)
+        for step in range(1, count):
+            index = (self._current + step) % count
+            try:
+                self._clients[index].agent.self()
+            except (consul.ConsulException, requests.RequestException, OSError):
+                continue
+            log.warning(
+                "Consul agent %s does not answer: using %s; session %s left behind as stale",
+                self.url,
+                self.urls[index],
+                self._session,
+            )
+            if self._session is not None:
+                self.stale_sessions.add(self._session)
+            self._session = None
+            self._check_ttl = None
+            self._current = index
+            self.client = self._clients[index]
+            return True
+        return False
+
+    def _keepalive(self, ttl: float) -> str:
         with _translate("keep the member session alive"):
             if self._first:
                 # Sessions of an earlier incarnation of this member: remembered so the

@@ -127,6 +127,7 @@ class LocalCluster:
     def node_config(self, ports: NodePorts) -> NodeConfig:
         st = self.state()
         node_dir = self.layout.node_dir(ports.name)
+        servers = self.consul_servers
         return NodeConfig.model_validate(
             {
                 "name": ports.name,
@@ -150,7 +151,12 @@ class LocalCluster:
                     "agent_url": f"http://127.0.0.1:{ports.agent}",
                     "auth_token": self.controller_token(),
                 },
-                "consul": {"url": self.layout.node_consul(ports.index, self.consul_servers).url},
+                "consul": {
+                    "url": self.layout.node_consul(ports.index, servers).url,
+                    "fallback_urls": [
+                        s.url for s in self.layout.node_consul_fallbacks(ports.index, servers)
+                    ],
+                },
             }
         )
 

@@ -96,6 +96,12 @@ class Layout:
         agent: spread round-robin so losing one server cuts off as few nodes as possible."""
         return self.consul((node_index - 1) % check_consul_servers(count))
 
+    def node_consul_fallbacks(self, node_index: int, count: int) -> list[ConsulPorts]:
+        """The other servers, in the order node ``node_index`` tries them when its own stops
+        answering: the next ones round-robin, so the survivors share its load."""
+        first = (node_index - 1) % check_consul_servers(count)
+        return [self.consul((first + step) % count) for step in range(1, count)]
+
     @property
     def consul_http(self) -> int:
         return self.base_port
