@@ -50,6 +50,15 @@ from postgres_ras.controller.sweep import LeaderView, Sweeper
 from postgres_ras.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+
+def ordinal(statefulset: str, pod: str) -> int | None:
+    """``<statefulset>-<n>`` -> n; None for a name of another shape."""
+    prefix = statefulset + "-"
+    rest = pod[len(prefix) :] if pod.startswith(prefix) else ""
+    return int(rest) if rest.isdigit() else None
+
+
 # httpx2 logs every request at INFO; the role changes are what the log is for.
 logging.getLogger("httpx2").setLevel(logging.WARNING)
 
@@ -235,8 +244,8 @@ class KubernetesPublisher:
 
         Pods are named <statefulset>-<ordinal>; ordinals >= spec.replicas are being removed.
         """
-        base, _, ordinal = self.pod.rpartition("-")
-        if not base or not ordinal.isdigit():
+        base = self.pod.rpartition("-")[0]
+        if ordinal(base, self.pod) is None:
             return names
         try:
             replicas = self.api.statefulset_replicas(base)
@@ -247,12 +256,7 @@ class KubernetesPublisher:
             return names
         if replicas is None:
             return names
-        return [
-            n
-            for n in names
-            if not (n.startswith(base + "-") and n[len(base) + 1 :].isdigit())
-            or int(n[len(base) + 1 :]) < replicas
-        ]
+        return [n for n in names if (k := ordinal(base, n)) is None or k < replicas]
 
     def close(self, timeout: float = 3.0) -> None:
         """Stop the thread after a last attempt at what is pending (bounded by ``timeout``)."""

@@ -54,6 +54,7 @@ from lightkube import ApiError, Client, KubeConfig
 from lightkube.resources.apps_v1 import StatefulSet
 from lightkube.resources.core_v1 import Pod
 
+from postgres_ras.controller.kubernetes import ordinal
 from postgres_ras.lsn import parse_lsn
 
 log = logging.getLogger(__name__)
@@ -203,13 +204,6 @@ class Switchover:
 
 
 Step = Done | Wait | DeletePod | Switchover
-
-
-def ordinal(statefulset: str, pod: str) -> int | None:
-    """``<statefulset>-<n>`` -> n; None for a name of another shape."""
-    prefix = statefulset + "-"
-    rest = pod[len(prefix) :] if pod.startswith(prefix) else ""
-    return int(rest) if rest.isdigit() else None
 
 
 def plan(o: Observation) -> Step:
