@@ -362,6 +362,16 @@ def endpoints(ctx: click.Context, as_json: bool) -> None:
     "--events", type=click.Path(dir_okay=False, path_type=Path), default=None,
     help="Also write the raw recording (JSON) to this file.",
 )  # fmt: skip
+@click.option(
+    "--target", "target_kind", type=click.Choice(["local", "docker"]), default="local",
+    show_default=True,
+    help="local: the cluster of the work directory; docker: pods in Docker (--target-file).",
+)  # fmt: skip
+@click.option(
+    "--target-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="JSON naming the docker target's members (containers, DSN, controller URL), "
+    "endpoints and password_file/password_env; see postgres_ras.verify.docker_target.",
+)  # fmt: skip
 @click.pass_context
 def verify(
     ctx: click.Context,
@@ -373,17 +383,36 @@ def verify(
     as_json: bool,
     plot: Path | None,
     events: Path | None,
+    target_kind: str,
+    target_file: Path | None,
 ) -> None:
     """Chaos check: workload + faults; lost writes, split brain, outage, recovery.
+
+    Against the local cluster (default) or, with --target docker --target-file F,
+    database pods running as Docker containers (faults kill-primary, stop-primary,
+    partition-primary, kill-replica).
 
     Exit status: 0 every promise kept, 1 a promise broken, 2 error, 3 synchronous mode
     asked for but not provided by the controller.
     """
     from postgres_ras.verify import run as verify_run
+    from postgres_ras.verify.target import LocalTarget, Target
 
     log.setup("verify", "local", "WARNING")
+    if (target_kind == "docker") != (target_file is not None):
+        raise click.UsageError("--target-file goes with --target docker (and only with it)")
+    target: Target
+    if target_file is not None:
+        from postgres_ras.verify import docker_target
+
+        if ctx.get_parameter_source("faults") is click.core.ParameterSource.DEFAULT:
+            faults = ",".join(docker_target.FAULTS)
+        parsed = verify_run.parse_faults(faults, docker_target.FAULTS)
+        target = docker_target.from_file(target_file)
+    else:
+        parsed = verify_run.parse_faults(faults)
     opts = verify_run.Options(
-        faults=verify_run.parse_faults(faults),
+        faults=parsed,
         runs=runs,
         duration=duration,
         synchronous=synchronous,
@@ -392,7 +421,9 @@ def verify(
         plot=plot,
         events=events,
     )
-    sys.exit(verify_run.verify(_existing(ctx), opts, click.echo, lambda m: click.echo(m, err=True)))
+    if target_file is None:
+        target = LocalTarget(_existing(ctx))
+    sys.exit(verify_run.verify(target, opts, click.echo, lambda m: click.echo(m, err=True)))
 
 
 def run() -> int:

@@ -1,4 +1,5 @@
-"""Fault injection against the local cluster, one fault at a time.
+"""Fault injection, one fault at a time: ``run_fault`` (any target: note the leader,
+inject, restore, wait for full strength) and ``Injector``, the local cluster's faults.
 
 Each fault: note the leader, inject, let the cluster react (bounded), bring
 back whatever was killed (``LocalCluster.up``, which starts only what is
@@ -30,7 +31,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from postgres_ras.errors import DCSError, PgrasError
 from postgres_ras.local import consul_server
@@ -74,6 +75,66 @@ def _signal(pid: int, sig: signal.Signals) -> bool:
 
 class FaultError(PgrasError):
     """A fault could not be injected (no primary, no replica to kill...)."""
+
+
+class FaultTarget(Protocol):
+    """What ``run_fault`` needs of a cluster (``Injector``, ``target.Target``)."""
+
+    def leader(self) -> str | None: ...
+
+    def full_strength(self) -> bool: ...
+
+    def restore(self) -> None: ...
+
+
+def wait_full_strength(
+    full_strength: Callable[[], bool], clock: Callable[[], float], timeout: float
+) -> float | None:
+    """The time (``clock``) full strength began, held for STEADY_POLLS polls in a row;
+    None after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    since: float | None = None
+    streak = 0
+    while time.monotonic() < deadline:
+        if full_strength():
+            since = since if since is not None else clock()
+            streak += 1
+            if streak >= STEADY_POLLS:
+                return since
+        else:
+            since, streak = None, 0
+        time.sleep(POLL)
+    return None
+
+
+def run_fault(
+    target: FaultTarget,
+    act: Callable[[str, str | None], tuple[str | None, str]],
+    clock: Callable[[], float],
+    timeout: float,
+    run: int,
+    name: str,
+    label: str,
+) -> FaultRecord:
+    """One fault from start to full strength: note the leader, inject (``act(name,
+    leader)``), restore what was taken away, wait (bounded) for full strength, note the
+    leader again. A failed injection or restore is recorded as a note."""
+    before = target.leader()
+    started = clock()
+    log.info("%s: injecting (leader %s)", label, before)
+    try:
+        hit, note = act(name, before)
+    except (PgrasError, OSError) as exc:
+        hit, note = None, f"injection failed: {exc}"
+    injected = clock()
+    try:
+        target.restore()
+    except PgrasError as exc:
+        note = (note + "; " if note else "") + f"restart failed: {exc}"
+    recovered = wait_full_strength(target.full_strength, clock, timeout)
+    after = target.leader()
+    log.info("%s: %s", label, "back at full strength" if recovered else "NOT recovered")
+    return FaultRecord(run, name, label, hit, started, injected, recovered, before, after, note)
 
 
 class Injector:
@@ -134,23 +195,11 @@ class Injector:
 
     def wait_full_strength(self, timeout: float) -> float | None:
         """The time full strength began, held for STEADY_POLLS polls; None after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        since: float | None = None
-        streak = 0
-        while time.monotonic() < deadline:
-            if self.full_strength():
-                since = since if since is not None else self.clock()
-                streak += 1
-                if streak >= STEADY_POLLS:
-                    return since
-            else:
-                since, streak = None, 0
-            time.sleep(POLL)
-        return None
+        return wait_full_strength(self.full_strength, self.clock, timeout)
 
     # --- injection --------------------------------------------------------------------
-    def inject(self, run: int, name: str, label: str) -> FaultRecord:
-        actions: dict[str, Callable[[str | None], tuple[str | None, str]]] = {
+    def actions(self) -> dict[str, Callable[[str | None], tuple[str | None, str]]]:
+        return {
             "kill-primary": self._kill_primary,
             "kill-controller": lambda leader: self._kill_component(leader, "controller"),
             "kill-agent": lambda leader: self._kill_component(leader, "agent"),
@@ -162,28 +211,23 @@ class Injector:
             "restart-pgpool": self._restart_pgpool,
             "partition-primary": self._partition_primary,
         }
-        if name not in actions:
+
+    def act(self, name: str, leader: str | None) -> tuple[str | None, str]:
+        """Inject ``name`` only (no restart, no wait for full strength)."""
+        action = self.actions().get(name)
+        if action is None:
+            raise FaultError(f"unknown fault {name!r}")
+        return action(leader)
+
+    def restore(self) -> None:
+        self.cluster.up(wait=0)
+
+    def inject(self, run: int, name: str, label: str) -> FaultRecord:
+        if name not in self.actions():
             raise FaultError(f"unknown fault {name!r}")
         if name in NEEDS_CONSUL_QUORUM and self.cluster.consul_servers < 3:
             raise FaultError(NEEDS_CONSUL_QUORUM[name])
-        before = self.leader()
-        started = self.clock()
-        log.info("%s: injecting (leader %s)", label, before)
-        try:
-            target, note = actions[name](before)
-        except (PgrasError, OSError) as exc:
-            target, note = None, f"injection failed: {exc}"
-        injected = self.clock()
-        try:
-            self.cluster.up(wait=0)
-        except PgrasError as exc:
-            note = (note + "; " if note else "") + f"restart failed: {exc}"
-        recovered = self.wait_full_strength(self.timeout)
-        after = self.leader()
-        log.info("%s: %s", label, "back at full strength" if recovered else "NOT recovered")
-        return FaultRecord(
-            run, name, label, target, started, injected, recovered, before, after, note
-        )
+        return run_fault(self, self.act, self.clock, self.timeout, run, name, label)
 
     def _need_leader(self, leader: str | None) -> str:
         if leader is None:

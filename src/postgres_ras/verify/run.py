@@ -1,4 +1,6 @@
-"""``pgras verify``: workload + faults + catch-up + checker + report, against ``pgras up``.
+"""``pgras verify``: workload + faults + catch-up + checker + report, against a target:
+the cluster of ``pgras up`` (``target.LocalTarget``) or database pods running as Docker
+containers (``docker_target.DockerTarget``).
 
 Order: wait for full strength; (``--synchronous``) switch the cluster's
 dynamic ``config`` to ``synchronous_mode`` and wait until the controller
@@ -33,7 +35,14 @@ from postgres_ras.errors import DCSError, FatalError, PgrasError
 from postgres_ras.lsn import parse_lsn
 from postgres_ras.verify import checker, partition, report
 from postgres_ras.verify.events import FinalState, Recording, recording_to_json
-from postgres_ras.verify.faults import FAULTS, NEEDS_CONSUL_QUORUM, REPEAT_DEFAULT, Injector
+from postgres_ras.verify.faults import (
+    FAULTS,
+    NEEDS_CONSUL_QUORUM,
+    REPEAT_DEFAULT,
+    run_fault,
+    wait_full_strength,
+)
+from postgres_ras.verify.target import Target
 from postgres_ras.verify.workload import TABLE, Workload, prepare
 
 log = logging.getLogger(__name__)
@@ -65,17 +74,23 @@ class Options:
     events: Path | None = None
 
 
-def parse_faults(text: str) -> tuple[tuple[str, str], ...]:
-    """``kill-primary,repeat:3`` -> (fault, label) pairs; ``repeat[:N]`` is N kill-primary."""
+def parse_faults(
+    text: str, supported: tuple[str, ...] | None = None
+) -> tuple[tuple[str, str], ...]:
+    """``kill-primary,repeat:3`` -> (fault, label) pairs; ``repeat[:N]`` is N kill-primary.
+    ``supported``: the faults of a target other than the local cluster (None: the local
+    cluster's, where partition-primary needs what ``partition.unavailable`` checks)."""
+    known = FAULTS if supported is None else (*supported, "repeat")
     out: list[tuple[str, str]] = []
     for raw in (t.strip() for t in text.split(",")):
         if not raw:
             continue
         name, _, count = raw.partition(":")
-        if name == "partition-primary" and partition.unavailable():
+        if supported is None and name == "partition-primary" and partition.unavailable():
             raise FatalError(f"fault {name} is not available here: {partition.unavailable()}")
-        if name not in FAULTS:
-            raise FatalError(f"unknown fault {name!r}; choose from {', '.join(FAULTS)}")
+        if name not in known:
+            where = "" if supported is None else " on this target"
+            raise FatalError(f"unknown fault {name!r}{where}; choose from {', '.join(known)}")
         if name == "repeat":
             n = int(count) if count.isdigit() and int(count) > 0 else REPEAT_DEFAULT
             out += [("kill-primary", f"repeat {k}/{n}") for k in range(1, n + 1)]
@@ -101,9 +116,11 @@ def check_consul_servers(cluster: Any, faults: tuple[tuple[str, str], ...]) -> N
 
 # --- the cluster's dynamic config -------------------------------------------------------
 class DynamicConfig:
-    def __init__(self, cluster: Any) -> None:
-        self.url = cluster.layout.consul_url
-        self.prefix = cluster_prefix(cluster.layout.cluster)
+    """The ``config`` (and ``sync``) keys of cluster ``cluster`` in the Consul at ``url``."""
+
+    def __init__(self, url: str, cluster: str) -> None:
+        self.url = url
+        self.prefix = cluster_prefix(cluster)
 
     def get(self, key: str) -> tuple[int, str | None]:
         try:
@@ -132,25 +149,36 @@ class DynamicConfig:
             raise DCSError(f"Consul at {self.url}: {type(exc).__name__}: {exc}") from None
 
 
-def enable_synchronous(cluster: Any, dsns: dict[str, str], timeout: float) -> str | None:
+def _dynamic_config(target: Target, required: bool) -> DynamicConfig | None:
+    dyn = target.dynamic_config()
+    if dyn is None and required:
+        raise FatalError(
+            f"--synchronous needs the Consul of {target.describe()}, which is not known "
+            "(a docker target file names it with consul_url and cluster)"
+        )
+    return dyn
+
+
+def enable_synchronous(target: Target, dsns: dict[str, str], timeout: float) -> str | None:
     """Set ``synchronous_mode: true`` in the ``config`` key; wait until a standby is named
     in the ``sync`` key and the primary's synchronous_standby_names is set. Returns the
     previous value of the key (to restore). Raises SynchronousUnavailable, with the
     controller's own words when its log has them, after restoring the key: at once when
     a controller logs that it refuses the setting, else after ``timeout``."""
-    dyn = DynamicConfig(cluster)
+    dyn = _dynamic_config(target, required=True)
+    assert dyn is not None
     index, previous = dyn.get("config")
     wanted = {**dyn.config(), "synchronous_mode": True}
-    logs = ControllerLogs(Path(cluster.layout.logs))
+    refused = target.sync_refusal_watch()
     if not dyn.put_config(json.dumps(wanted), index):
         raise SynchronousUnavailable("the config key changed while verify wrote it; try again")
     deadline = time.monotonic() + timeout
     refusal = ""
     while time.monotonic() < deadline and not refusal:
         _, sync = dyn.get("sync")
-        if sync and _standby_names(cluster, dsns):
+        if sync and _standby_names(target, dsns):
             return previous
-        refusal = logs.refusal()
+        refusal = refused()
         time.sleep(0.5)
     new_index, _ = dyn.get("config")
     dyn.put_config(previous, new_index)
@@ -189,12 +217,12 @@ class ControllerLogs:
         return ""
 
 
-def _standby_names(cluster: Any, dsns: dict[str, str]) -> str:
-    leader = cluster.leader()
-    if leader is None or leader.name not in dsns:
+def _standby_names(target: Target, dsns: dict[str, str]) -> str:
+    leader = target.leader()
+    if leader is None or leader not in dsns:
         return ""
     try:
-        with psycopg.connect(dsns[leader.name] + " connect_timeout=2", autocommit=True) as c:
+        with psycopg.connect(dsns[leader] + " connect_timeout=2", autocommit=True) as c:
             row = c.execute("SHOW synchronous_standby_names").fetchone()
     except psycopg.Error:
         return ""
@@ -209,13 +237,12 @@ def _one(dsn: str, query: str) -> Any:
 
 
 def final_state(
-    cluster: Any, dsns: dict[str, str], timeout: float = 30.0
+    target: Target, dsns: dict[str, str], timeout: float = 30.0
 ) -> tuple[FinalState, int]:
-    leader = cluster.leader()
-    primary = leader.name if leader is not None else None
+    primary = target.leader()
     if primary is None or primary not in dsns:
         return FinalState(None, {}), 0
-    target = parse_lsn(str(_one(dsns[primary], "SELECT pg_current_wal_lsn()")))
+    target_lsn = parse_lsn(str(_one(dsns[primary], "SELECT pg_current_wal_lsn()")))
     caught: dict[str, bool] = {}
     deadline = time.monotonic() + timeout
     for name, dsn in dsns.items():
@@ -225,7 +252,7 @@ def final_state(
         while time.monotonic() < deadline:
             try:
                 replayed = _one(dsn, "SELECT pg_last_wal_replay_lsn()")
-                if replayed is not None and parse_lsn(str(replayed)) >= target:
+                if replayed is not None and parse_lsn(str(replayed)) >= target_lsn:
                     caught[name] = True
                     break
             except psycopg.Error:
@@ -240,34 +267,20 @@ def final_state(
         except psycopg.Error as exc:
             log.warning("could not read %s's rows: %s", name, exc)
             caught[name] = False
-    return FinalState(primary, rows, caught), target
+    return FinalState(primary, rows, caught), target_lsn
 
 
 # --- the run -----------------------------------------------------------------------------
 def verify(
-    cluster: Any, opts: Options, echo: Callable[[str], None], progress: Callable[[str], None]
+    target: Target, opts: Options, echo: Callable[[str], None], progress: Callable[[str], None]
 ) -> int:
     """Run the whole verification; ``echo`` gets the report, ``progress`` the running
     commentary (stderr, so that ``--json`` output stays parseable)."""
-    from postgres_ras.local import access
-
-    layout, table = cluster.layout, cluster.table
-    check_consul_servers(cluster, opts.faults)
-    if table.get("haproxy") is None:
-        raise FatalError(
-            "pgras verify writes through the write endpoint: HAProxy is not running; start the "
-            "cluster with its access layer (`pgras up`, without --no-access)"
-        )
-    names = list(cluster.node_names())
-    user, password = cluster.superuser
-    ports = {layout.node(int(n[4:])).postgres: n for n in names}
-    dsns = {
-        n: f"host={layout.host} port={p} user={user} password={password} dbname=postgres"
-        for p, n in ports.items()
-    }
-    ends = access.endpoints(layout, cluster.superuser)
-    dyn = DynamicConfig(cluster)
-    cfg = dyn.config()
+    target.check_faults(opts.faults)
+    ends = target.endpoints()
+    dsns = target.dsns()
+    dyn = _dynamic_config(target, required=opts.synchronous)
+    cfg = dyn.config() if dyn is not None else {}
     ttl = float(cfg.get("ttl") or DEFAULT_TTL)
     max_lag = int(cfg.get("maximum_lag_on_failover") or DEFAULT_MAX_LAG)
     t0 = time.monotonic()
@@ -275,43 +288,48 @@ def verify(
     def clock() -> float:
         return time.monotonic() - t0
 
-    injector = Injector(cluster, clock, ttl, opts.fault_timeout)
-    if injector.wait_full_strength(60) is None:
-        raise FatalError("the cluster is not at full strength (see `pgras list`): not starting")
+    target.start(clock, ttl, opts.fault_timeout)
+    if wait_full_strength(target.full_strength, clock, 60) is None:
+        raise FatalError(
+            "the cluster is not at full strength (see `pgras list`): not starting"
+            if target.kind == "local"
+            else f"{target.describe()} is not at full strength (one primary, every other "
+            "member a streaming replica) within 60s: not starting"
+        )
     previous_config: str | None = None
     if opts.synchronous:
         try:
-            previous_config = enable_synchronous(cluster, dsns, opts.sync_timeout)
+            previous_config = enable_synchronous(target, dsns, opts.sync_timeout)
         except SynchronousUnavailable as exc:
             progress(f"synchronous mode not available: {exc}")
             return EXIT_NO_SYNC
         progress("synchronous mode on: the controller named a synchronous standby")
     try:
-        return _run(cluster, opts, echo, progress, injector, clock, dsns, ports, ends, max_lag)
+        return _run(target, opts, echo, progress, clock, dsns, ends, max_lag)
     finally:
-        if opts.synchronous:
+        if opts.synchronous and dyn is not None:
             index, _ = dyn.get("config")
             dyn.put_config(previous_config, index)
 
 
 def _run(
-    cluster: Any,
+    target: Target,
     opts: Options,
     echo: Callable[[str], None],
     progress: Callable[[str], None],
-    injector: Injector,
     clock: Callable[[], float],
     dsns: dict[str, str],
-    ports: dict[int, str],
     ends: dict[str, str],
     max_lag: int,
 ) -> int:
     prepare(ends["write"])
     start_lsn = parse_lsn(str(_one(ends["write"], "SELECT pg_current_wal_lsn()")))
     writers = {"write": (ends["write"], opts.writers)}
-    if opts.pgpool_writers and cluster.table.get("pgpool") is not None:
+    if opts.pgpool_writers and "pgpool" in ends:
         writers["pgpool"] = (ends["pgpool"], opts.pgpool_writers)
-    workload = Workload(clock, writers, ends["read"], opts.readers, dsns, ports, opts.rate)
+    workload = Workload(
+        clock, writers, ends.get("read"), opts.readers, dsns, target.ack_ports(), opts.rate
+    )
     workload.start()
     faults = []
     try:
@@ -319,7 +337,9 @@ def _run(
         for run in range(1, opts.runs + 1):
             for name, label in opts.faults:
                 label = label if opts.runs == 1 else f"{label} #{run}"
-                record = injector.inject(run, name, label)
+                record = run_fault(
+                    target, target.inject, clock, opts.fault_timeout, run, name, label
+                )
                 faults.append(record)
                 took = "NOT back" if record.recovered is None else (
                     f"back at full strength after {record.recovered - record.started:.1f}s"
@@ -335,7 +355,7 @@ def _run(
     finally:
         end = clock()
         rec = workload.stop()
-    final, end_lsn = final_state(cluster, dsns)
+    final, end_lsn = final_state(target, dsns)
     writes = len(rec.acks) + sum(1 for p in rec.probes if p.outcome.value == "writable")
     per_write = max(1.0, (end_lsn - start_lsn) / writes) if writes and end_lsn else 100.0
     failovers = sum(1 for f in faults if f.leader_after != f.leader_before) + sum(
@@ -359,6 +379,7 @@ def _run(
     findings = checker.check(recording)
     meta = {
         "mode": "synchronous" if opts.synchronous else "asynchronous",
+        "target": target.kind,
         "members": len(dsns),
         "runs": opts.runs,
         "duration_s": round(end, 1),
