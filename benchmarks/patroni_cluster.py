@@ -271,6 +271,9 @@ class PatroniCluster:
             raise BenchmarkError(f"Patroni has no member {name!r}")
         return found[0]
 
+    def data_dir(self, name: str) -> Path:
+        return self._node(name).data_dir
+
     def node_dsn(self, name: str) -> str:
         node = self._node(name)
         return (

@@ -130,6 +130,9 @@ class PgrasCluster:
         hosts = [(self.local.layout.host, p.postgres) for p in self.local.node_ports()]
         return multi_host_dsn(hosts, *self.local.superuser)
 
+    def data_dir(self, name: str) -> Path:
+        return self.local.layout.node_dir(name) / "data"
+
     def node_dsn(self, name: str) -> str:
         user, password = self.local.superuser
         port = next(p.postgres for p in self.local.node_ports() if p.name == name)
