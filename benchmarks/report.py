@@ -64,15 +64,17 @@ def print_side_by_side(reference: Results, ours: Results) -> None:
         )
     ref, us = reference.implementation, ours.implementation
     print(f"ratio = {us} median / {ref} median")
-    print(f"{'':<20} {ref + ' min/median/max':>28}  {us + ' min/median/max':>28}  ratio")
+    w = max(28, len(ref) + 15, len(us) + 15)  # a longer name ("... tuned") widens its column
+    print(f"{'':<20} {ref + ' min/median/max':>{w}}  {us + ' min/median/max':>{w}}  ratio")
     for label, kind, key in METRICS:
         r, o = _stats(reference, kind, key), _stats(ours, kind, key)
         if r is None or o is None:
             continue
         ratio = f"{o[1] / r[1]:.2f}x" if r[1] > 0 else "n/a"
-        print(f"{label:<20} {_triple(r):>28}  {_triple(o):>28}  {ratio}")
+        print(f"{label:<20} {_triple(r):>{w}}  {_triple(o):>{w}}  {ratio}")
     for kind in ("failover", "switchover"):
-        print(f"{'lost (' + kind + ')':<20} {_lost(reference, kind):>28}  {_lost(ours, kind):>28}")
+        lost = f"{_lost(reference, kind):>{w}}  {_lost(ours, kind):>{w}}"
+        print(f"{'lost (' + kind + ')':<20} {lost}")
 
 
 def _triple(s: tuple[float, float, float]) -> str:

@@ -99,6 +99,12 @@ class Writer:
                     self.result.gaps.append((last_ok, now - last_ok))
                 last_ok = now
                 time.sleep(0.005)
+            except psycopg.errors.UniqueViolation:
+                # An INSERT reported as failed had committed after all (a primary stopped
+                # while the commit waited for its standby): never acknowledged, so not
+                # counted, and not retried forever.
+                self.result.errors += 1
+                self._next += 1
             except psycopg.Error:
                 self.result.errors += 1
                 if conn is not None:
