@@ -55,6 +55,13 @@ class MemberRow:
         return self.__dict__.copy()
 
 
+def healthy(rows: list[MemberRow], nodes: int) -> bool:
+    """One running primary holding the lock and ``nodes - 1`` streaming replicas."""
+    primaries = [r for r in rows if r.leader and r.role == "primary" and r.state == "running"]
+    replicas = [r for r in rows if r.role == "replica" and r.state == "running" and r.streaming]
+    return len(primaries) == 1 and len(replicas) == nodes - 1
+
+
 class LocalCluster:
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
@@ -306,14 +313,16 @@ class LocalCluster:
             f"{self.layout.work_dir} running? start it with `pgras up`"
         )
 
-    def members(self, probe: bool = False) -> list[MemberRow]:
-        """Members from Consul, plus every node of this local cluster whose key lapsed.
+    def members(self, probe: bool = False, cluster: Cluster | None = None) -> list[MemberRow]:
+        """Members from Consul (or from ``cluster``, already read), plus every node of this
+        local cluster whose key lapsed.
 
         A node whose member key is gone is shown ``down`` rather than dropped; with
         ``probe`` a member whose REST API does not answer is shown ``unreachable``, so a
         killed leader is not reported as running while its key waits out the TTL.
         """
-        cluster = self.raw_cluster()
+        if cluster is None:
+            cluster = self.raw_cluster()
         leader = cluster.leader.name if cluster.leader else None
         leader_member = cluster.leader_member
         leader_lsn = leader_member.lsn if leader_member else None
@@ -388,12 +397,9 @@ class LocalCluster:
 
     def is_healthy(self, nodes: int) -> bool:
         try:
-            rows = self.members()
+            return healthy(self.members(), nodes)
         except DCSError:
             return False
-        primaries = [r for r in rows if r.leader and r.role == "primary" and r.state == "running"]
-        replicas = [r for r in rows if r.role == "replica" and r.state == "running" and r.streaming]
-        return len(primaries) == 1 and len(replicas) == nodes - 1
 
     def wait_healthy(self, nodes: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout

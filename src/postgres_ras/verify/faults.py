@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 from postgres_ras.errors import DCSError, PgrasError
 from postgres_ras.local import consul_server
+from postgres_ras.local.cluster import healthy
 from postgres_ras.verify import partition
 from postgres_ras.verify.events import FaultRecord
 
@@ -183,9 +184,12 @@ class Injector:
         procs += [f"{n}-{c}" for n in self.nodes for c in ("agent", "controller")]
         if any(table.get(p) is None for p in procs):
             return False
-        if not self.cluster.is_healthy(len(self.nodes)):
+        try:
+            c = self.cluster.raw_cluster()  # read once: the rows and the sync key agree
+        except DCSError:
             return False
-        c = self.cluster.raw_cluster()
+        if not healthy(self.cluster.members(cluster=c), len(self.nodes)):
+            return False
         if c.config and c.config.get("synchronous_mode") is True:
             # Full strength in synchronous mode includes a confirmed standby: until one is
             # named, only the primary may lead, and the next fault would measure that wait.
