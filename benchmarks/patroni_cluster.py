@@ -16,14 +16,13 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import requests
+import supervised
 import yaml
 from clusters import BenchmarkError, wait
 from patroni_install import PATRONI_VERSION, ensure_venv
@@ -187,73 +186,15 @@ class PatroniCluster:
     def restart(self, name: str) -> None:
         self._spawn(self._node(name))
 
-    def _postmaster_pid(self, node: Member) -> int | None:
-        """The live postmaster of ``node`` (checked by its command line, never a recycled PID)."""
-        try:
-            pid = int((node.data_dir / "postmaster.pid").read_text().split()[0])
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, ValueError, IndexError):
-            return None
-        if state == "Z" or str(node.data_dir).encode() not in cmdline:
-            return None
-        return pid
-
     def kill(self, name: str) -> None:
         """SIGKILL the member's Patroni and its postmaster's process group, together."""
-        node = self._node(name)
-        groups: set[int] = set()
-        for pid in (
-            node.proc.pid if node.alive() and node.proc else None,
-            self._postmaster_pid(node),
-        ):
-            if pid is not None:
-                try:
-                    groups.add(os.getpgid(pid))
-                except ProcessLookupError:
-                    pass
-        for group in groups:
-            try:
-                os.killpg(group, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if node.proc is not None:
-            node.proc.wait(timeout=10)
-            node.proc = None
+        supervised.kill(self._node(name))
 
     def stop(self) -> None:
         """Stop every process started here, by PID, bounded; Consul last."""
         if self.work is None:
             return
-        running = [n for n in self.nodes if n.alive()]
-        for node in running:
-            assert node.proc is not None
-            node.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 40
-        for node in running:
-            assert node.proc is not None
-            try:
-                node.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(node.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                node.proc.wait(timeout=10)
-            node.proc = None
-        for node in self.nodes:  # a postmaster whose Patroni was killed
-            pid = self._postmaster_pid(node)
-            if pid is None:
-                continue
-            os.kill(pid, signal.SIGINT)
-            end = time.monotonic() + 20
-            while time.monotonic() < end and self._postmaster_pid(node) == pid:
-                time.sleep(0.1)
-            if self._postmaster_pid(node) == pid:
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        supervised.stop(self.nodes)
         self.table.stop(consul_server.NAME, timeout=10)
         if self.keep:
             print(f"kept {self.work} (Patroni logs in {self.work / 'logs'})", flush=True)

@@ -24,14 +24,13 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import supervised
 from clusters import BenchmarkError, wait
 
 from postgres_ras.local.procs import free_port_check
@@ -245,69 +244,16 @@ class PgafCluster:
         self.restarts += 1
         self._spawn(self._node(name), "run")
 
-    def _postmaster_pid(self, node: Node) -> int | None:
-        """The live postmaster of ``node`` (checked by its command line, never a recycled PID)."""
-        try:
-            pid = int((node.data_dir / "postmaster.pid").read_text().split()[0])
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, ValueError, IndexError):
-            return None
-        if state == "Z" or str(node.data_dir).encode() not in cmdline:
-            return None
-        return pid
-
-    def _kill_groups(self, node: Node) -> None:
-        """SIGKILL the process groups of the node's pg_autoctl and of its postmaster."""
-        groups: set[int] = set()
-        for pid in (
-            node.proc.pid if node.alive() and node.proc else None,
-            self._postmaster_pid(node),
-        ):
-            if pid is not None:
-                try:
-                    groups.add(os.getpgid(pid))
-                except ProcessLookupError:
-                    pass
-        for group in groups:
-            try:
-                os.killpg(group, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if node.proc is not None:
-            node.proc.wait(timeout=10)
-            node.proc = None
-
     def kill(self, name: str) -> None:
         """SIGKILL the node's pg_autoctl (supervisor and services) and postmaster, together."""
-        self._kill_groups(self._node(name))
+        supervised.kill(self._node(name))
 
     def stop(self) -> None:
         """Stop every process started here, by PID, bounded; the monitor last."""
         if self.work is None:
             return
-        for group in (self.nodes, [self.monitor] if self.monitor else []):
-            running = [n for n in group if n.alive()]
-            for node in running:  # pg_autoctl stops its Postgres and services on SIGTERM
-                assert node.proc is not None
-                node.proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + 40
-            for node in running:
-                assert node.proc is not None
-                try:
-                    node.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-                    node.proc = None
-                except subprocess.TimeoutExpired:
-                    self._kill_groups(node)
-        for node in self.all():  # a postmaster that outlived its pg_autoctl
-            pid = self._postmaster_pid(node)
-            if pid is not None:
-                os.kill(pid, signal.SIGINT)
-                end = time.monotonic() + 20
-                while time.monotonic() < end and self._postmaster_pid(node) == pid:
-                    time.sleep(0.1)
-                if self._postmaster_pid(node) == pid:
-                    self._kill_groups(node)
+        supervised.stop(self.nodes)  # pg_autoctl stops its Postgres on SIGTERM
+        supervised.stop([self.monitor] if self.monitor else [])
         self._count_basebackups()
         if self.keep:
             print(f"kept {self.work} (pg_autoctl logs in {self.work / 'logs'})", flush=True)
