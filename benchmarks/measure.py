@@ -6,7 +6,9 @@
 - lost writes: acknowledged writes missing on the new primary afterwards;
 - rejoin: from restarting the killed member to its walreceiver streaming on
   the primary's timeline ("rejoin (lax)": to status 'streaming' alone, which a
-  walreceiver the primary is about to refuse shows for an instant);
+  walreceiver the primary is about to refuse shows for an instant; "rejoin_up": to
+  the member's postgres first accepting a connection, i.e. HA processes up, rewind and
+  recovery to a consistent state, the rest being its walreceiver reaching the primary);
 - switchover write outage: a planned switchover under the same load.
 
 What varies between runs is a ``Scenario`` (member count, synchronous mode,
@@ -59,7 +61,8 @@ class RejoinProbe:
     pg_stat_wal_receiver says 'streaming' as soon as a walreceiver connects, before
     the primary checks its start point: one the primary then refuses (its history
     diverged, before pg_rewind) shows 'streaming' for a few milliseconds every
-    wal_retrieve_retry_interval. ``lax`` records when status alone first said so.
+    wal_retrieve_retry_interval. ``lax`` records when status alone first said so, ``up``
+    when the member first accepted a connection at all.
     """
 
     def __init__(self, dsn: str, primary_tli: int) -> None:
@@ -67,6 +70,7 @@ class RejoinProbe:
         self.primary_tli = primary_tli
         self.start = time.monotonic()
         self.lax: float | None = None
+        self.up: float | None = None
 
     def __call__(self) -> bool:
         try:
@@ -76,6 +80,8 @@ class RejoinProbe:
                 ).fetchone()
         except psycopg.Error:
             return False
+        if self.up is None:
+            self.up = time.monotonic() - self.start
         if row is None or row[0] != "streaming":
             return False
         if self.lax is None:
@@ -113,6 +119,7 @@ def failover_run(cluster: ClusterUnderTest, scenario: Scenario) -> Run:
         "lost": lost,
         "rejoin": rejoin,
         "rejoin_lax": probe.lax if probe.lax is not None else rejoin,
+        "rejoin_up": probe.up if probe.up is not None else rejoin,
     }
 
 

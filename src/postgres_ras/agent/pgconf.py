@@ -22,8 +22,9 @@ BASE_PARAMETERS: dict[str, str | int | float | bool] = {
     "wal_keep_size": "256MB",
     "hot_standby_feedback": True,
     "wal_receiver_status_interval": "1s",
-    # A walreceiver that lost its primary retries every second, not every five.
-    "wal_retrieve_retry_interval": "1s",
+    # A walreceiver that lost its primary, or was refused by it (its slot not created
+    # yet, as for a member rejoining a new leader), retries after 200 ms, not 5 s.
+    "wal_retrieve_retry_interval": "200ms",
     "wal_sender_timeout": "10s",
     "wal_receiver_timeout": "10s",
     "max_connections": 100,

@@ -111,3 +111,34 @@ def replication(conn: psycopg.Connection[Any]) -> dict[str, Any]:
             {"name": r[0], "state": r[1], "sync_state": r[2], "flush_lsn": r[3]} for r in rows
         ],
     }
+
+
+def checkpointed_on_current_timeline(conn: psycopg.Connection[Any]) -> bool:
+    """Whether a primary's pg_control already records a checkpoint on its current timeline.
+
+    pg_rewind (PostgreSQL 15) takes the source's timeline from that checkpoint, which a
+    promotion updates only at its first checkpoint. False for a standby or when unsure:
+    the caller then checkpoints.
+    """
+    row = conn.execute(
+        "SELECT (SELECT timeline_id FROM pg_control_checkpoint()), "
+        "CASE WHEN pg_is_in_recovery() THEN NULL "
+        "ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END"
+    ).fetchone()
+    return row is not None and row[1] is not None and row[0] == row[1]
+
+
+def create_slot_if_missing(conn: psycopg.Connection[Any], name: str) -> bool:
+    """Create the physical slot ``name`` (reserving WAL now) unless it exists; True if created.
+
+    A concurrent creation of the same slot (the leader's housekeeping) counts as existing.
+    """
+    try:
+        row = conn.execute(
+            "SELECT pg_create_physical_replication_slot(%s, true) WHERE NOT EXISTS "
+            "(SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)",
+            (name, name),
+        ).fetchone()
+    except psycopg.errors.DuplicateObject:
+        return False
+    return row is not None
