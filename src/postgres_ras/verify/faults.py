@@ -138,6 +138,15 @@ def run_fault(
     return FaultRecord(run, name, label, hit, started, injected, recovered, before, after, note)
 
 
+def leader_name(cluster: Any) -> str | None:
+    """The leader key's holder in the local cluster, or None (none, or Consul unreachable)."""
+    try:
+        row = cluster.leader()
+    except DCSError:
+        return None
+    return str(row.name) if row is not None else None
+
+
 class Injector:
     def __init__(
         self,
@@ -154,11 +163,7 @@ class Injector:
 
     # --- observation ------------------------------------------------------------------
     def leader(self) -> str | None:
-        try:
-            row = self.cluster.leader()
-        except DCSError:
-            return None
-        return str(row.name) if row is not None else None
+        return leader_name(self.cluster)
 
     def _wait_leader(self, not_in: set[str], timeout: float) -> str | None:
         """A running primary whose name is not in ``not_in``, or None after ``timeout``."""

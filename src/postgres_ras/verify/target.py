@@ -158,13 +158,9 @@ class LocalTarget:
         return ControllerLogs(Path(self.cluster.layout.logs)).refusal
 
     def leader(self) -> str | None:
-        from postgres_ras.errors import DCSError
+        from postgres_ras.verify.faults import leader_name
 
-        try:
-            row = self.cluster.leader()
-        except DCSError:
-            return None
-        return str(row.name) if row is not None else None
+        return leader_name(self.cluster)
 
     def full_strength(self) -> bool:
         return bool(self._need_injector().full_strength())
