@@ -411,6 +411,7 @@ def verify(
         target = docker_target.from_file(target_file)
     else:
         parsed = verify_run.parse_faults(faults)
+        target = LocalTarget(_existing(ctx))
     opts = verify_run.Options(
         faults=parsed,
         runs=runs,
@@ -421,8 +422,6 @@ def verify(
         plot=plot,
         events=events,
     )
-    if target_file is None:
-        target = LocalTarget(_existing(ctx))
     sys.exit(verify_run.verify(target, opts, click.echo, lambda m: click.echo(m, err=True)))
 
 
