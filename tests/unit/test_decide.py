@@ -290,9 +290,29 @@ CASES = [
             cluster(leader=ME, leader_session=OLD_SESSION),
             stale_sessions=frozenset({OLD_SESSION}),
         ),
+        Action.TAKE_OVER,
+        ["taking over", "previous session", "restarting it as primary"],
+        id="stale-lock-stopped-takes-over",
+    ),
+    C(
+        obs(
+            stopped(job_error="could not start: No space left on device"),
+            cluster(leader=ME, leader_session=OLD_SESSION),
+            stale_sessions=frozenset({OLD_SESSION}),
+        ),
         Action.DROP_STALE,
         ["dropping", "previous session"],
-        id="stale-lock-stopped-drops",
+        id="stale-lock-stopped-failing-to-start-drops",
+    ),
+    C(
+        obs(
+            stopped(watchdog_blocked="watchdog required but /dev/watchdog does not exist"),
+            cluster(leader=ME, leader_session=OLD_SESSION),
+            stale_sessions=frozenset({OLD_SESSION}),
+        ),
+        Action.DROP_STALE,
+        ["dropping", "previous session"],
+        id="stale-lock-stopped-watchdog-blocked-drops",
     ),
     C(
         obs(

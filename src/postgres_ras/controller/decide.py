@@ -222,6 +222,16 @@ def decide(o: Observation) -> Decision:
                 Action.TAKE_OVER,
                 "taking over the leader lock of my previous session: still primary",
             )
+        if not node.running and node.has_data and not node.job_error and not node.watchdog_blocked:
+            # Stopped under a lock nobody else could take (a fence while Consul elected a
+            # leader): no other node can have promoted, so restart under it, as after a
+            # crash, rather than start a race that may cost a timeline. A primary that
+            # then fails to start abdicates after primary_start_timeout.
+            return _d(
+                Action.TAKE_OVER,
+                "taking over the leader lock of my previous session: postgres stopped, "
+                "restarting it as primary",
+            )
         return _d(
             Action.DROP_STALE, "dropping my previous session's leader lock: not a running primary"
         )

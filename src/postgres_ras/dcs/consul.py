@@ -197,12 +197,25 @@ class ConsulDCS(DCS):
         return self._keepalive(ttl)
 
     def _move_to_next_agent(self) -> bool:
-        """Use the next agent, in the configured order, that answers; False when none does.
+        """Use the next agent, in the configured order, that answers; False when none does,
+        or when the agent in use still answers.
 
         The session and check on the silent agent stay behind: the session is remembered
         as stale, so the leader key it may hold is taken over, not released (releasing it
         would start a race while this node still runs the primary)."""
         count = len(self._clients)
+        if count < 2:
+            return False
+        try:
+            self.client.agent.self()
+        except (consul.ConsulException, requests.RequestException, OSError):
+            pass
+        else:
+            # It is alive: what timed out was held waiting for a raft leader (an election),
+            # and every other agent waits for the same one. Moving would only leave our
+            # session, which the new leader keeps, behind as stale: a fenced primary would
+            # then drop its own lock and start a race instead of restarting under it.
+            return False
         for step in range(1, count):
             index = (self._current + step) % count
             try:
