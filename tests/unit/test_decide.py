@@ -156,6 +156,15 @@ def obs(node: NodeView | None = None, cl: Cluster | None = None, **kw: Any) -> O
     return Observation(**fields)
 
 
+def stale_lock(node: NodeView) -> Observation:
+    """The leader key names me but is held by my previous incarnation's session."""
+    return obs(
+        node,
+        cluster(leader=ME, leader_session=OLD_SESSION),
+        stale_sessions=frozenset({OLD_SESSION}),
+    )
+
+
 def race(**kw: Any) -> Observation:
     """n1, a healthy replica, finds the lock free after n2 (the leader) vanished."""
     node = kw.pop("node", replica(streaming=False))
@@ -265,61 +274,37 @@ CASES = [
     ),
     # The lock is held by my own previous incarnation.
     C(
-        obs(
-            primary(),
-            cluster(leader=ME, leader_session=OLD_SESSION),
-            stale_sessions=frozenset({OLD_SESSION}),
-        ),
+        stale_lock(primary()),
         Action.TAKE_OVER,
         ["taking over", "previous session", "still primary"],
         id="stale-lock-primary-takes-over",
     ),
     C(
-        obs(
-            replica(),
-            cluster(leader=ME, leader_session=OLD_SESSION),
-            stale_sessions=frozenset({OLD_SESSION}),
-        ),
+        stale_lock(replica()),
         Action.DROP_STALE,
         ["dropping", "previous session", "not a running primary"],
         id="stale-lock-replica-drops",
     ),
     C(
-        obs(
-            stopped(),
-            cluster(leader=ME, leader_session=OLD_SESSION),
-            stale_sessions=frozenset({OLD_SESSION}),
-        ),
+        stale_lock(stopped()),
         Action.TAKE_OVER,
         ["taking over", "previous session", "restarting it as primary"],
         id="stale-lock-stopped-takes-over",
     ),
     C(
-        obs(
-            stopped(job_error="could not start: No space left on device"),
-            cluster(leader=ME, leader_session=OLD_SESSION),
-            stale_sessions=frozenset({OLD_SESSION}),
-        ),
+        stale_lock(stopped(job_error="could not start: No space left on device")),
         Action.DROP_STALE,
         ["dropping", "previous session"],
         id="stale-lock-stopped-failing-to-start-drops",
     ),
     C(
-        obs(
-            stopped(watchdog_blocked="watchdog required but /dev/watchdog does not exist"),
-            cluster(leader=ME, leader_session=OLD_SESSION),
-            stale_sessions=frozenset({OLD_SESSION}),
-        ),
+        stale_lock(stopped(watchdog_blocked="watchdog required but /dev/watchdog does not exist")),
         Action.DROP_STALE,
         ["dropping", "previous session"],
         id="stale-lock-stopped-watchdog-blocked-drops",
     ),
     C(
-        obs(
-            empty(),
-            cluster(leader=ME, leader_session=OLD_SESSION),
-            stale_sessions=frozenset({OLD_SESSION}),
-        ),
+        stale_lock(empty()),
         Action.DROP_STALE,
         ["dropping"],
         id="stale-lock-no-data-drops",

@@ -71,6 +71,15 @@ def http_status(exc: consul.ConsulException) -> int | None:
     return int(head) if head.isdigit() else None
 
 
+def _answers(agent: consul.Consul) -> bool:
+    """Whether a Consul agent answers at all: ``agent/self`` needs no raft leader."""
+    try:
+        agent.agent.self()
+    except (consul.ConsulException, requests.RequestException, OSError):
+        return False
+    return True
+
+
 def cluster_prefix(cluster: str) -> str:
     return f"{PREFIX}/{cluster}/"
 
@@ -204,23 +213,15 @@ class ConsulDCS(DCS):
         as stale, so the leader key it may hold is taken over, not released (releasing it
         would start a race while this node still runs the primary)."""
         count = len(self._clients)
-        if count < 2:
-            return False
-        try:
-            self.client.agent.self()
-        except (consul.ConsulException, requests.RequestException, OSError):
-            pass
-        else:
-            # It is alive: what timed out was held waiting for a raft leader (an election),
-            # and every other agent waits for the same one. Moving would only leave our
+        if count < 2 or _answers(self.client):
+            # Alive: what timed out was held waiting for a raft leader (an election), and
+            # every other agent waits for the same one. Moving would only leave our
             # session, which the new leader keeps, behind as stale: a fenced primary would
             # then drop its own lock and start a race instead of restarting under it.
             return False
         for step in range(1, count):
             index = (self._current + step) % count
-            try:
-                self._clients[index].agent.self()
-            except (consul.ConsulException, requests.RequestException, OSError):
+            if not _answers(self._clients[index]):
                 continue
             log.warning(
                 "Consul agent %s does not answer: using %s; session %s left behind as stale",
