@@ -30,7 +30,7 @@ from postgres_ras.controller.state import (
     Role,
     Settings,
 )
-from postgres_ras.dcs.base import Cluster, Leader, Member, Switchover
+from postgres_ras.dcs.base import Cluster, Leader, Member, Switchover, format_sync
 
 NAMES = ("n1", "n2", "n3", "n4")
 NOW = 1_700_000_000.0
@@ -363,6 +363,13 @@ def _more_advanced_peer(o: Observation) -> Observation:
         "n3", True, role=Role.REPLICA, timeline=o.node.timeline, lsn=o.node.lsn + 1, running=True
     )
     spoiled = dataclasses.replace(o, peers=(*o.peers, better))
+    if o.settings.synchronous_mode and o.cluster is not None:
+        # A peer outside the sync key may not race and is rightly not waited for: make the
+        # better peer a synchronous standby too, the case where it must win.
+        names = (*o.cluster.sync_names, "n3")
+        spoiled = dataclasses.replace(
+            spoiled, cluster=dataclasses.replace(o.cluster, sync=format_sync(names))
+        )
     # A last leader LSN far behind makes the better peer look like a liar: not this case.
     assume(plausible(better, spoiled))
     return spoiled
