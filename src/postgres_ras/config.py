@@ -152,6 +152,10 @@ class HASettings(_Model):
     synchronous_node_count: int = Field(default=1, ge=1, le=10)
     # With no synchronous standby left: block writes (true) rather than run async.
     synchronous_mode_strict: bool = False
+    # The leader keeps the replication slot of a member that went away (crashed, cut off,
+    # restarting) this long, so that it can rejoin from its own position: WAL retention is
+    # by slots (capped by max_slot_wal_keep_size), not by wal_keep_size. 0: dropped at once.
+    member_slots_ttl: float = Field(default=1800.0, ge=0, le=7 * 86400)
 
     @model_validator(mode="after")
     def _timing(self) -> HASettings:

@@ -12,7 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from postgres_ras.dcs.base import DCS, OPTIME_KEY, Cluster, Leader, Member, Switchover
+from postgres_ras.dcs.base import (
+    DCS,
+    OPTIME_KEY,
+    REMOVED_PREFIX,
+    Cluster,
+    Leader,
+    Member,
+    Switchover,
+)
 from postgres_ras.errors import AgentError, DCSError
 from postgres_ras.lsn import parse_lsn
 
@@ -60,6 +68,11 @@ class FakeDCS(DCS):
             members=tuple(self.members.values()),
             switchover=Switchover.from_json(self.keys.get("switchover")),
             optime=parse_lsn(optime) if optime else None,
+            removed={
+                k[len(REMOVED_PREFIX) :]: float(v)
+                for k, v in self.keys.items()
+                if k.startswith(REMOVED_PREFIX)
+            },
         )
 
     def wait_for_change(self, index: int, timeout: float) -> int:
@@ -158,8 +171,8 @@ class FakeAgent:
     def start_replica(self, upstream: Member | None, rewind: bool = False) -> None:
         self._call("start_replica", upstream.name if upstream else None)
 
-    def promote(self) -> None:
-        self._call("promote")
+    def promote(self, slots: list[str] | None = None) -> None:
+        self._call("promote", slots)
 
     def stop(self, mode: str, reason: str) -> dict[str, Any]:
         self._call("stop", reason)

@@ -81,3 +81,35 @@ def test_sync_endpoint_validates_its_input(
     resp = client.post("/sync", json=body)
     assert resp.status_code == status, resp.get_json()
     assert agent.pg.set == ([body["synchronous_standby_names"]] if status == 200 else [])
+
+
+class PromotingAgent:
+    def __init__(self) -> None:
+        self.promoted: list[list[str]] = []
+
+    def promote(self, slots: list[str]) -> Any:
+        self.promoted.append(slots)
+        return type("Job", (), {"to_json": lambda self: {"name": "promote"}})()
+
+
+@pytest.mark.parametrize(
+    ("body", "slots"), [(None, []), ({}, []), ({"slots": ["node_2"]}, ["node_2"])]
+)
+def test_promote_takes_optional_slot_names(body: Any, slots: list[str]) -> None:
+    agent = PromotingAgent()
+    client = create_app(agent).test_client()  # type: ignore[arg-type]
+    resp = client.post("/promote", json=body) if body is not None else client.post("/promote")
+    assert resp.status_code == 202, resp.get_json()
+    assert agent.promoted == [slots]
+
+
+@pytest.mark.parametrize(
+    "slots", ["node2", [1], ["Node2"], ["a-b"], [""], ["x" * 64], ["ok", None], ["x"] * 1001]
+)
+def test_promote_refuses_bad_slot_names_and_promotes_nothing(slots: Any) -> None:
+    agent = PromotingAgent()
+    client = create_app(agent).test_client()  # type: ignore[arg-type]
+    resp = client.post("/promote", json={"slots": slots})
+    assert resp.status_code == 400
+    assert "slot names" in resp.get_json()["error"]
+    assert agent.promoted == []

@@ -324,3 +324,10 @@ def test_empty_prefix(monkeypatch: pytest.MonkeyPatch, local: LocalCluster) -> N
         assert (c.leader, c.members, c.invalid_members) == (None, (), ())
         rows = listed(monkeypatch, local, items)
         assert [r.state for r in rows.values()] == ["down", "down", "down"]
+
+
+def test_removal_markers_are_parsed_with_their_time() -> None:
+    items = [kv("removed/node3", "1700000000.5"), kv("removed/node4", "garbage")]
+    c = parse_cluster(PREFIX, 1, items)
+    assert c.removed == {"node3": 1700000000.5, "node4": 0.0}  # unparsable: long ago
+    assert c.members == ()

@@ -102,6 +102,17 @@ def test_a_won_race_leases_before_it_promotes() -> None:
     assert heartbeats(journal)[0] == min(RETRY, TTL - 1.0)  # the agent knows the lease
 
 
+def test_the_winner_promotes_with_the_slots_of_the_members_it_saw() -> None:
+    # Created by the agent before promoting, so the former primary (node2, whose lock and
+    # key are gone) finds the WAL its pg_rewind needs on us.
+    ha, dcs, _, _, journal = make("replica", leader="node2")
+    ha.cycle()
+    assert "agent.promote" not in called(journal)
+    dcs.leader_name = dcs.leader_session = None
+    ha.cycle()
+    assert [arg for name, arg in journal if name == "agent.promote"] == [["node2"]]
+
+
 def test_consul_error_mid_action_is_reported_and_promotes_nothing(caplog: Any) -> None:
     ha, dcs, _, _, journal = make("replica", leader=None)
     dcs.fail = {"acquire_leader"}

@@ -82,7 +82,7 @@ class World:
                 f,
             )
 
-    def promote(self) -> None:
+    def promote(self, slots: list[str] | None = None) -> None:
         self.events.append(("promote", ""))
 
     def cluster(self, *names: str) -> Cluster:

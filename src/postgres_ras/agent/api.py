@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import math
+import re
 from typing import Any
 
 from flask import Flask, jsonify, request
@@ -49,6 +50,24 @@ def _upstream(data: dict[str, Any], required: bool) -> Upstream | None:
     if not host or not 0 < port < 65536:
         raise BadRequest("field 'upstream' has an empty host or a port out of range")
     return Upstream(host, port)
+
+
+SLOT_NAME = re.compile(r"[a-z0-9_]{1,63}")
+
+
+def _slot_names(data: dict[str, Any], field: str, required: bool) -> list[str]:
+    names = data.get(field)
+    if names is None and not required:
+        return []
+    if (
+        not isinstance(names, list)
+        or len(names) > 1000
+        or not all(isinstance(n, str) and SLOT_NAME.fullmatch(n) for n in names)
+    ):
+        raise BadRequest(
+            f"field '{field}' must be a list of slot names (1-63 characters of a-z, 0-9, _)"
+        )
+    return names
 
 
 def _finite(value: Any, low: float, high: float) -> bool:
@@ -141,7 +160,7 @@ def create_app(agent: Agent, token: str | None = None) -> Flask:
 
     @app.post("/promote")
     def promote() -> Any:
-        return accepted(agent.promote())
+        return accepted(agent.promote(_slot_names(_body(), "slots", required=False)))
 
     @app.post("/stop")
     def stop() -> Any:
@@ -153,10 +172,7 @@ def create_app(agent: Agent, token: str | None = None) -> Flask:
 
     @app.post("/slots")
     def slots() -> Any:
-        names = _body().get("names")
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise BadRequest("field 'names' must be a list of slot names")
-        return jsonify(agent.pg.ensure_slots(names))
+        return jsonify(agent.pg.ensure_slots(_slot_names(_body(), "names", required=True)))
 
     @app.get("/sync")
     def replication() -> Any:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,8 +231,22 @@ class Agent:
         self.pg.reload()
         log.info("promoted to primary")
 
-    def promote(self) -> Job:
+    def promote(self, slots: Sequence[str] = ()) -> Job:
         self.require_lease("promote")
+        if slots:
+            # Before promoting, as a standby: a slot made now reserves WAL from our last
+            # restartpoint, older than the last checkpoint the former primary shares with
+            # us, so the checkpoint that follows the promotion keeps what its pg_rewind
+            # needs. A slot made after would reserve from that checkpoint on. Best effort:
+            # without the slots the rejoin may need a re-clone, which is no reason not to
+            # promote.
+            try:
+                created = self.pg.create_slots(slots)
+            except PostgresError as exc:
+                log.warning("could not create replication slots before promoting: %s", exc)
+            else:
+                if created:
+                    log.info("created replication slots %s before promoting", created)
         # A job: promotion replays the received backlog first, which may take longer
         # than a lease; the controller keeps renewing meanwhile and the fence waits.
         return self.submit("promote", self._promote)

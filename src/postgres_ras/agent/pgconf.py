@@ -19,7 +19,11 @@ BASE_PARAMETERS: dict[str, str | int | float | bool] = {
     "wal_log_hints": True,  # pg_rewind needs it without data checksums
     "max_wal_senders": 20,
     "max_replication_slots": 20,
-    "wal_keep_size": "256MB",
+    # WAL is kept for members by their slots (controller/slots.py), not "just in case":
+    # pg_rewind copies every file in the source's pg_wal, so each MB kept here would be
+    # copied by every rejoin. A slot of a member that never comes back is capped.
+    "wal_keep_size": 0,
+    "max_slot_wal_keep_size": "2GB",
     "hot_standby_feedback": True,
     "wal_receiver_status_interval": "1s",
     # A walreceiver that lost its primary, or was refused by it (its slot not created

@@ -38,6 +38,15 @@ from postgres_ras.errors import PostgresError
 
 log = logging.getLogger(__name__)
 
+# pg_rewind copies every file in the source's pg_wal, the recycled segments waiting for
+# reuse included: small segments, few kept for reuse, make a rejoin copy megabytes where
+# PostgreSQL's defaults (16 MB segments, min_wal_size 80 MB) made it copy ~100 MB.
+WAL_SEGMENT_MB = 1
+# In postgresql.conf, not pgras.conf: it goes with the data (clones and rewinds copy the
+# file), and a data directory made elsewhere with 16 MB segments, which refuses a
+# min_wal_size under two segments, keeps PostgreSQL's default.
+INITDB_SETTINGS = "\n# pgras: WAL in 1 MB segments (initdb --wal-segsize)\nmin_wal_size = '8MB'\n"
+
 STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
 INCLUDE_LINE = "include_if_exists = 'pgras.conf'"
 # synchronous_standby_names lives in its own file, set only by the controller (through
@@ -253,11 +262,14 @@ class Postgres:
                     "-E",
                     "UTF8",
                     "--locale=C",
+                    f"--wal-segsize={WAL_SEGMENT_MB}",
                 ],
                 timeout=120,
             )
         finally:
             pwfile.unlink(missing_ok=True)
+        conf = self.data_dir / "postgresql.conf"
+        self._write(conf, conf.read_text() + INITDB_SETTINGS)
 
     def create_replication_user(self) -> None:
         rep = self.config.postgres.replication
@@ -511,6 +523,11 @@ class Postgres:
                 conn.execute("CHECKPOINT")
         except PostgresError as exc:
             log.warning("post-promotion checkpoint failed: %s", exc)
+
+    def create_slots(self, names: Sequence[str]) -> list[str]:
+        """Create the physical slots named that are missing (none dropped); those created."""
+        with self.connect(timeout=3) as conn:
+            return [n for n in names if queries.create_slot_if_missing(conn, n)]
 
     def ensure_slots(self, names: Sequence[str]) -> dict[str, list[str]]:
         with self.connect() as conn:

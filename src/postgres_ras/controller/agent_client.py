@@ -66,8 +66,9 @@ class AgentClient:
         }
         self._call("POST", "/start", body)
 
-    def promote(self) -> None:
-        self._call("POST", "/promote", timeout=35)
+    def promote(self, slots: list[str] | None = None) -> None:
+        """Promote (a job); ``slots`` are created first, while still a standby."""
+        self._call("POST", "/promote", {"slots": slots or []}, timeout=35)
 
     def stop(self, mode: str, reason: str) -> dict[str, Any]:
         return self._call("POST", "/stop", {"mode": mode, "reason": reason}, timeout=60)

@@ -40,7 +40,7 @@ from postgres_ras.controller.timers import (
     leading_without_primary,
     not_streaming,
 )
-from postgres_ras.dcs.base import DCS, OPTIME_KEY, Cluster
+from postgres_ras.dcs.base import DCS, OPTIME_KEY, REMOVED_PREFIX, Cluster
 from postgres_ras.errors import AgentError, DCSError, FatalError
 from postgres_ras.lsn import format_lsn
 
@@ -272,7 +272,7 @@ class HA:
                 return (
                     "won the leader race, not promoting: the sync key changed or does not name me"
                 )
-            self.agent.promote()
+            self.agent.promote(self._slots(o))
             self.duties.after_promotion(
                 o, "failover" if not o.cluster or not o.cluster.switchover else "switchover"
             )
@@ -281,7 +281,7 @@ class HA:
             self._heartbeat()
             if not self.sync.before_promotion(o):
                 return "not promoting: the sync key changed meanwhile or does not name me"
-            self.agent.promote()
+            self.agent.promote(self._slots(o))
             self.duties.after_promotion(o, "promote")
             return d.reason
         if d.action is a.TAKE_OVER:
@@ -316,6 +316,12 @@ class HA:
         if d.action is a.SWITCHOVER:
             return self._switchover(d, o)
         raise AssertionError(f"unhandled action {d.action}")
+
+    def _slots(self, o: Observation) -> list[str]:
+        """The slots to create before promoting, while they can still reserve the WAL from
+        our last restartpoint: the former primary's pg_rewind needs it, and the checkpoint
+        that follows a promotion removes what no slot holds."""
+        return self.duties.member_slots.wanted(o.cluster) if o.cluster is not None else []
 
     def _abdicate(self, d: Decision) -> str:
         """Stop postgres (best effort) and free the lock: a leader that cannot serve."""
@@ -381,6 +387,8 @@ class HA:
     def cycle(self) -> Observation:
         t0 = self.clock()
         o = self.observe(t0)
+        if o.cluster is not None:
+            self.duties.member_slots.observe(o.cluster)
         d = decide(o)
         try:
             sentence = self.apply(d, o)
@@ -463,8 +471,12 @@ class HA:
             if spent < 0.05:
                 self.stop_event.wait(0.05 - spent)
 
-    def shutdown(self) -> None:
-        """Clean stop: a leader stops postgres and releases the lock; everyone leaves."""
+    def shutdown(self, removed: bool = False) -> None:
+        """Clean stop: a leader stops postgres and releases the lock; everyone leaves.
+
+        ``removed``: this member leaves for good (a scale-down), so the leader drops its
+        replication slot at once instead of keeping it for a return (member_slots_ttl).
+        """
         self.stop_event.set()
         if self.refused is not None:
             return
@@ -479,6 +491,8 @@ class HA:
                     self.dcs.put(OPTIME_KEY, str(result["checkpoint_lsn"]))
                 self.dcs.release_leader()
             self.dcs.delete_member(self.config.name)
+            if removed:
+                self.dcs.put(REMOVED_PREFIX + self.config.name, str(time.time()))
             self.dcs.close()
         except (DCSError, AgentError) as exc:
             log.warning("unclean shutdown: %s", exc)

@@ -15,12 +15,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from postgres_ras.config import NodeConfig, slot_name
+from postgres_ras.config import NodeConfig
 from postgres_ras.controller import probe
 from postgres_ras.controller.agent_client import AgentClient
 from postgres_ras.controller.decide import PENDING_INIT, SWITCHOVER_TIMEOUT
+from postgres_ras.controller.slots import MemberSlots
 from postgres_ras.controller.state import Decision, Observation, PeerView
-from postgres_ras.dcs.base import DCS, OPTIME_KEY, Switchover
+from postgres_ras.dcs.base import DCS, OPTIME_KEY, REMOVED_PREFIX, Switchover
 from postgres_ras.errors import AgentError, DCSError
 from postgres_ras.lsn import format_lsn, parse_lsn
 
@@ -48,6 +49,7 @@ class LeaderDuties:
         self.clock = clock
         self.probe_one = probe_one
         self.slots: list[str] | None = None
+        self.member_slots = MemberSlots(config.name, config.ha.member_slots_ttl, clock)
 
     def history(self, o: Observation, why: str) -> None:
         history = list(o.cluster.history) if o.cluster else []
@@ -104,7 +106,7 @@ class LeaderDuties:
         if cluster.switchover and o.switchover_age > SWITCHOVER_TIMEOUT:
             log.warning("dropping a stale switchover request from %s", cluster.switchover.source)
             self.dcs.delete("switchover")
-        wanted = sorted(slot_name(m.name) for m in cluster.members if m.name != self.config.name)
+        wanted = self.member_slots.wanted(cluster)
         if wanted != self.slots:
             try:
                 result = self.agent.ensure_slots(wanted)
@@ -118,6 +120,9 @@ class LeaderDuties:
                     )
             except AgentError as exc:
                 log.warning("could not manage replication slots: %s", exc)
+        if self.slots == wanted:  # the slots of removed members are gone
+            for name in self.member_slots.markers_done(cluster, time.time()):
+                self.dcs.delete(REMOVED_PREFIX + name)
 
     def switchover(self, d: Decision, o: Observation) -> tuple[str, bool]:
         """Stop postgres and wait for the target to hold all WAL; True when it may take over."""

@@ -106,7 +106,9 @@ def run(config: NodeConfig) -> int:
             ha.run()
         except DCSError as exc:  # the loop handles these; this is a last resort
             log.error("HA loop error: %s", exc)
-    ha.shutdown()  # leaves the cluster: the new leader does not wait for this member
+    # Leaves the cluster (the new leader does not wait for this member); for good when a
+    # StatefulSet scale-down removes this pod.
+    ha.shutdown(removed=staying is not None and not staying([config.name]))
     if handing_over.is_alive():
         handing_over.join(HANDOVER_TIMEOUT)
     publisher.close()

@@ -120,6 +120,10 @@ class Cluster:
     optime: int | None = None
     # Member keys that did not parse: shown to operators, never trusted.
     invalid_members: tuple[str, ...] = ()
+    # Members taken out of the cluster on purpose (``removed/<name>``, written by
+    # ``pgras scale``): the leader drops their slots at once instead of keeping them for
+    # member_slots_ttl, then deletes the marker. Name -> when it was removed (epoch s).
+    removed: dict[str, float] = field(default_factory=dict)
     index: int = 0
     read_at: float = field(default_factory=time.time)
 
@@ -141,6 +145,7 @@ class Cluster:
 
 
 OPTIME_KEY = "optime/leader"
+REMOVED_PREFIX = "removed/"
 SYNC_KEY = "sync"
 
 

@@ -36,6 +36,7 @@ from consul.exceptions import ClientError
 from postgres_ras.dcs.base import (
     DCS,
     OPTIME_KEY,
+    REMOVED_PREFIX,
     Cluster,
     Leader,
     Member,
@@ -101,6 +102,15 @@ def client(
     )
 
 
+def _epoch(value: str) -> float:
+    """A time written as epoch seconds; 0 (long ago) when it does not parse."""
+    try:
+        at = float(value)
+    except ValueError:
+        return 0.0
+    return at if math.isfinite(at) else 0.0
+
+
 def parse_cluster(prefix: str, index: int, items: list[dict[str, Any]] | None) -> Cluster:
     """Turn the raw KV entries of one prefix into a Cluster snapshot (pure).
 
@@ -114,6 +124,7 @@ def parse_cluster(prefix: str, index: int, items: list[dict[str, Any]] | None) -
     fields: dict[str, Any] = {}
     members: list[Member] = []
     invalid: list[str] = []
+    removed: dict[str, float] = {}
     for item in items or []:
         key = item["Key"][len(prefix) :]
         raw = item.get("Value") or b""
@@ -128,6 +139,8 @@ def parse_cluster(prefix: str, index: int, items: list[dict[str, Any]] | None) -
                 invalid.append(name)
             else:
                 members.append(member)
+        elif key.startswith(REMOVED_PREFIX):
+            removed[key[len(REMOVED_PREFIX) :]] = _epoch(value)
         elif key == "initialize":
             fields["initialize"] = value or None
         elif key == "config":
@@ -151,7 +164,11 @@ def parse_cluster(prefix: str, index: int, items: list[dict[str, Any]] | None) -
                 fields["history"] = ()
     members.sort(key=lambda m: m.name)
     return Cluster(
-        members=tuple(members), invalid_members=tuple(sorted(invalid)), index=index, **fields
+        members=tuple(members),
+        invalid_members=tuple(sorted(invalid)),
+        removed=removed,
+        index=index,
+        **fields,
     )
 
 

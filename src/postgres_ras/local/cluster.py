@@ -26,7 +26,7 @@ import yaml
 from pydantic import SecretStr
 
 from postgres_ras.config import NodeConfig
-from postgres_ras.dcs.base import Cluster
+from postgres_ras.dcs.base import REMOVED_PREFIX, Cluster
 from postgres_ras.dcs.consul import client as consul_client
 from postgres_ras.dcs.consul import cluster_prefix, parse_cluster
 from postgres_ras.errors import DCSError, FatalError
@@ -492,6 +492,21 @@ class LocalCluster:
             f"within {timeout:.0f}s; see `pgras list`"
         )
 
+    def _forget(self, name: str) -> None:
+        """A member removed for good: its key goes, and the removal marker tells the leader
+        to drop its slot now rather than keep it for member_slots_ttl."""
+        prefix = cluster_prefix(self.layout.cluster)
+        kv = consul_client(self.layout.consul_url, timeout=2).kv
+        try:
+            kv.delete(f"{prefix}members/{name}")
+            kv.put(f"{prefix}{REMOVED_PREFIX}{name}", str(time.time()))
+        except Exception as exc:  # any client failure: the slot then goes after the ttl
+            print(
+                f"warning: could not mark {name} as removed in Consul ({type(exc).__name__}): "
+                "its replication slot stays until member_slots_ttl",
+                file=sys.stderr,
+            )
+
     def scale(self, nodes: int, wait: float = 180.0) -> None:
         from postgres_ras.local.layout import MAX_NODES
 
@@ -505,12 +520,7 @@ class LocalCluster:
                 self.switchover(self._staying_replica(removed, timeout=60))
             for name in reversed(removed):
                 self.stop_node(name)
-                try:
-                    consul_client(self.layout.consul_url).kv.delete(
-                        f"{cluster_prefix(self.layout.cluster)}members/{name}"
-                    )
-                except Exception:
-                    pass
+                self._forget(name)
                 shutil.rmtree(self.layout.node_dir(name), ignore_errors=True)
         self._ensure_state(nodes)
         for i in range(1, nodes + 1):
