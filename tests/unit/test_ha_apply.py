@@ -7,6 +7,7 @@ error half way.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from tests.unit.fakes import FakeAgent, FakeClock, FakeDCS
@@ -149,3 +150,17 @@ def test_shutdown_of_the_leader_publishes_its_final_position_then_releases() -> 
     assert dcs.keys["optime/leader"] == "0/3000100"
     assert "agent.heartbeat" not in names  # the fence must not race the clean stop
     assert dcs.leader_name is None and ha.lease.deadline is None
+
+
+def test_the_first_cycle_waits_briefly_for_a_starting_agent() -> None:
+    ha, _, agent, _, journal = make("replica", leader="node2")
+    agent.fail.add("status")
+    started = time.monotonic()
+    ha._await_agent(0.3)  # an agent that stays down: bounded
+    assert 0.3 <= time.monotonic() - started < 1.0
+    polls = called(journal).count("agent.status")
+    assert polls >= 5  # every 20 ms, not once a cycle
+    agent.fail.clear()
+    journal.clear()
+    ha._await_agent(5.0)  # an agent that answers: at once
+    assert called(journal) == ["agent.status"]

@@ -192,6 +192,7 @@ PGRAS_HA__MAXIMUM_LAG_ON_FAILOVER: {{ .Values.ha.maximumLagOnFailover | int64 | 
 PGRAS_HA__SYNCHRONOUS_MODE: {{ .Values.ha.synchronousMode | toString | quote }}
 PGRAS_HA__SYNCHRONOUS_NODE_COUNT: {{ .Values.ha.synchronousNodeCount | int64 | toString | quote }}
 PGRAS_HA__SYNCHRONOUS_MODE_STRICT: {{ .Values.ha.synchronousModeStrict | toString | quote }}
+PGRAS_HA__MEMBER_SLOTS_TTL: {{ .Values.ha.memberSlotsTtl | toString | quote }}
 PGRAS_CONTROLLER__LISTEN: "0.0.0.0"
 PGRAS_CONTROLLER__PORT: "8008"
 PGRAS_CONTROLLER__AGENT_URL: "http://127.0.0.1:8010"

@@ -46,6 +46,9 @@ from postgres_ras.lsn import format_lsn
 
 log = logging.getLogger(__name__)
 
+# How long the first cycle waits for an agent starting beside the controller.
+AGENT_START_WAIT = 2.0
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -422,8 +425,25 @@ class HA:
         log.info("%s (role=%s)", sentence, role)
         return o
 
+    def _await_agent(self, timeout: float = AGENT_START_WAIT) -> None:
+        """Before the first cycle, give an agent that starts beside us time to listen.
+
+        Polled every 20 ms and quietly: a first cycle without the agent would only log
+        "agent unreachable" and look again a cycle later, which a member restarting after a
+        crash pays on its way back (~0.1 s of a ~1 s rejoin). Bounded: an agent that stays
+        down is the cycle's business.
+        """
+        deadline = time.monotonic() + timeout  # real time, as the waits between polls
+        while not self.stop_event.is_set() and time.monotonic() < deadline:
+            try:
+                self.agent.status()
+                return
+            except AgentError:
+                self.stop_event.wait(0.02)
+
     def run(self) -> None:
         heart: threading.Thread | None = None
+        self._await_agent()
         while not self.stop_event.is_set():
             t0 = self.clock()
             try:
