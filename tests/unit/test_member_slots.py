@@ -52,6 +52,13 @@ def test_present_members_have_slots_but_me() -> None:
     assert slots.wanted(c) == ["node2", "node_3"]
 
 
+def test_a_stray_key_with_an_impossible_name_gets_no_slot() -> None:
+    slots = MemberSlots("node1", TTL, FakeClock())
+    c = cluster("node1", "node2", "x" * 64)
+    slots.observe(c)
+    assert slots.wanted(c) == ["node2"]
+
+
 def test_a_member_that_went_away_keeps_its_slot_until_the_ttl() -> None:
     clock = FakeClock()
     slots = MemberSlots("node2", TTL, clock)

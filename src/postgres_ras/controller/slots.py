@@ -52,7 +52,8 @@ class MemberSlots:
         recent = {n for n, seen in self.last_seen.items() if now - seen <= self.ttl}
         names = {m.name for m in cluster.members} | recent
         names -= {n for n in cluster.removed if cluster.member(n) is None}
-        return sorted({slot_name(n) for n in names if n != self.me})
+        # A name no member config allows (a stray key) must not fail everyone's slots.
+        return sorted({slot_name(n) for n in names if n != self.me and 0 < len(n) <= 63})
 
     def markers_done(self, cluster: Cluster, now: float) -> list[str]:
         """Removal markers every controller has had time to see (epoch ``now``)."""

@@ -121,8 +121,9 @@ class Cluster:
     # Member keys that did not parse: shown to operators, never trusted.
     invalid_members: tuple[str, ...] = ()
     # Members taken out of the cluster on purpose (``removed/<name>``, written by
-    # ``pgras scale``): the leader drops their slots at once instead of keeping them for
-    # member_slots_ttl, then deletes the marker. Name -> when it was removed (epoch s).
+    # ``pgras scale`` and by a pod a scale-down removes): the leader drops their slots
+    # at once rather than keep them for member_slots_ttl, then deletes the marker.
+    # Name -> when it was removed (epoch seconds).
     removed: dict[str, float] = field(default_factory=dict)
     index: int = 0
     read_at: float = field(default_factory=time.time)
