@@ -90,6 +90,17 @@ class Harness:
         )
         return path.read_text(errors="replace")
 
+    def log_mark(self, process: str) -> int:
+        """Where ``process``'s log ends now (bytes; 0 if none yet), for ``log_since``."""
+        path = self.c.table.log_file(process)
+        return path.stat().st_size if path.exists() else 0
+
+    def log_since(self, process: str, mark: int) -> str:
+        """What ``process`` logged after ``mark`` (a ``log_mark``)."""
+        with self.c.table.log_file(process).open("rb") as f:
+            f.seek(mark)
+            return f.read().decode(errors="replace")
+
     def wait_new_leader(self, old: str, timeout: float = 30.0) -> str:
         def new_leader() -> str | None:
             row = self.c.leader()

@@ -33,7 +33,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
@@ -130,26 +129,21 @@ def arrange(h: Harness, primary_on_leader: bool) -> tuple[str, ConsulPorts]:
     return primary, target
 
 
-def new_log_lines(h: Harness, offsets: dict[Path, int], words: tuple[str, ...]) -> list[str]:
+def new_log_lines(h: Harness, offsets: dict[str, int], words: tuple[str, ...]) -> list[str]:
     """Lines the controllers and agents logged since ``offsets`` that contain a word."""
     out = []
-    for path, offset in offsets.items():
-        with path.open("rb") as f:
-            f.seek(offset)
-            text = f.read().decode(errors="replace")
+    for process, offset in offsets.items():
         out += [
-            f"{path.stem}: {line.strip()[-240:]}"
-            for line in text.splitlines()
+            f"{process}: {line.strip()[-240:]}"
+            for line in h.log_since(process, offset).splitlines()
             if any(w in line.lower() for w in words)
         ]
     return out
 
 
-def log_offsets(h: Harness) -> dict[Path, int]:
-    logs = [
-        h.c.table.log_file(f"{n}-{c}") for n in h.c.node_names() for c in ("controller", "agent")
-    ]
-    return {p: p.stat().st_size for p in logs if p.exists()}
+def log_offsets(h: Harness) -> dict[str, int]:
+    processes = [f"{n}-{c}" for n in h.c.node_names() for c in ("controller", "agent")]
+    return {p: h.log_mark(p) for p in processes if h.c.table.log_file(p).exists()}
 
 
 @pytest.mark.parametrize(

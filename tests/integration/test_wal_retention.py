@@ -33,14 +33,6 @@ def slot(cluster: Harness, on: str, name: str) -> tuple[Any, ...] | None:
     return rows[0] if rows else None
 
 
-def log_since(cluster: Harness, process: str, offset: int) -> str:
-    return cluster.c.table.log_file(process).read_text()[offset:]
-
-
-def log_size(cluster: Harness, process: str) -> int:
-    return len(cluster.c.table.log_file(process).read_text())
-
-
 def pad(cluster: Harness, on: str, replica: str) -> None:
     cluster.sql(on, f"INSERT INTO pad SELECT repeat('x', 1000) FROM generate_series(1, {PAD_ROWS})")
     target = lsn(cluster, on, "SELECT pg_current_wal_lsn()")
@@ -78,11 +70,11 @@ def test_a_diverged_crashed_primary_rejoins_by_rewind_with_wal_only_its_slot_kep
     assert parse_lsn(kept[0]) <= common
     assert kept[1] in ("reserved", "extended")
 
-    before = log_size(cluster, f"{old}-agent")
+    before = cluster.log_mark(f"{old}-agent")
     cluster.c.up(access=False, wait=0)
     took = cluster.wait_streaming_replica(old, timeout=40)
     print(f"{old} rewound and streaming {took:.1f}s after its restart")
-    agent_log = log_since(cluster, f"{old}-agent", before)
+    agent_log = cluster.log_since(f"{old}-agent", before)
     assert "rewound to follow" in agent_log
     assert "pg_basebackup" not in agent_log and "clone started" not in agent_log
     cluster.wait_for(
@@ -115,7 +107,7 @@ def test_a_crashed_replica_keeps_its_slot_and_streams_from_its_own_position(
     cluster.sql(leader, "CHECKPOINT")
     assert slot(cluster, leader, rep) == held  # its WAL is still reserved
 
-    before = log_size(cluster, f"{rep}-agent")
+    before = cluster.log_mark(f"{rep}-agent")
     cluster.c.up(access=False, wait=0)
     cluster.wait_streaming_replica(rep, timeout=30)
     cluster.wait_for(
@@ -123,6 +115,6 @@ def test_a_crashed_replica_keeps_its_slot_and_streams_from_its_own_position(
         lambda: cluster.sql(rep, "SELECT count(*) FROM pad")[0][0] == PAD_ROWS,
         timeout=20,
     )
-    agent_log = log_since(cluster, f"{rep}-agent", before)
+    agent_log = cluster.log_since(f"{rep}-agent", before)
     assert "start-replica started" in agent_log
     assert "rewind" not in agent_log and "clone started" not in agent_log
